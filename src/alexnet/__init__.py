@@ -1,0 +1,28 @@
+"""alexnet: the AlexNet family and VGG, built exactly, trained fast on CPUs and GPUs."""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# Public name -> the module that defines it. Loaded on first use, so `alexnet --help` and commands that
+# fail on their arguments answer without importing torch (~1.4 s here).
+_EXPORTS = {
+    "InputError": "alexnet.errors",
+    "create_model": "alexnet.models",
+    "get_model": "alexnet.models",
+    "list_models": "alexnet.models",
+    "model_spec": "alexnet.models",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'alexnet' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -1,0 +1,109 @@
+"""The ``alexnet`` command: parses arguments and wires the pieces together; the only entry point.
+
+Exit status: 0 on success, 2 for bad arguments or bad input (one line on stderr naming the value or
+file and what is wrong), 1 for anything else. ``--json`` prints exactly one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from alexnet.errors import InputError
+
+app = typer.Typer(
+    name="alexnet",
+    help="The AlexNet family and VGG: build, train, evaluate and export image classifiers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")]
+
+
+def _parse_widths(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        widths = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise InputError(f"--hidden takes comma-separated widths such as 4096,1024, not {text!r}") from None
+    if any(w <= 0 for w in widths):
+        raise InputError(f"--hidden widths must be positive, not {text!r}")
+    return widths
+
+
+def _print_json(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+@app.command("models")
+def models_command(as_json: JsonFlag = False) -> None:
+    """List the architectures with parameter counts and default input sizes."""
+    import torch
+
+    from alexnet.models import get_model, list_models, model_spec
+
+    rows = []
+    for name in list_models():
+        spec = model_spec(name)
+        with torch.device("meta"):  # counts only: nothing is allocated or initialised
+            model = get_model(name)
+        params = sum(p.numel() for p in model.parameters())
+        rows.append({"name": name, "params": params, "image_size": spec.image_size, "description": spec.description})
+    if as_json:
+        _print_json({"models": rows})
+        return
+    width = max(len(r["name"]) for r in rows)
+    typer.echo(f"{'model':<{width}}  {'parameters':>12}  {'input':>5}  description")
+    for r in rows:
+        typer.echo(f"{r['name']:<{width}}  {r['params']:>12,}  {r['image_size']:>5}  {r['description']}")
+    typer.echo("\nParameters at each model's default classes, as torchvision counts them (no BatchNorm statistics).")
+
+
+@app.command("summary")
+def summary_command(
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="Registered model name (see `alexnet models`).")],
+    classes: Annotated[int | None, typer.Option("--classes", min=1, help="Output classes.")] = None,
+    in_channels: Annotated[int, typer.Option("--in-channels", min=1, help="Input channels (1 for MNIST).")] = 3,
+    image_size: Annotated[int | None, typer.Option("--image-size", min=1, help="Input side in px.")] = None,
+    hidden: Annotated[str | None, typer.Option("--hidden", help="Classifier hidden widths, e.g. 4096,1024.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Layer table with output shapes and parameters, totals (trainable / non-trainable) and MACs."""
+    import torch
+
+    from alexnet.models import get_model, model_spec
+    from alexnet.models.summary import format_summary, summarize
+
+    spec = model_spec(model)
+    size = image_size or spec.image_size
+    kwargs: dict = {"in_channels": in_channels}
+    if classes is not None:
+        kwargs["num_classes"] = classes
+    if (widths := _parse_widths(hidden)) is not None:
+        kwargs["hidden"] = widths
+    with torch.device("meta"):
+        net = get_model(model, image_size=size, **kwargs)
+    summary = summarize(net, model, (in_channels, size, size))
+    if as_json:
+        _print_json(summary.to_dict())
+    else:
+        typer.echo(format_summary(summary))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit status (the console script's entry point)."""
+    try:
+        # Standalone mode: typer answers --help (0), usage errors (2) and Ctrl-C itself, by SystemExit.
+        app(args=argv, prog_name="alexnet")
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    except InputError as error:
+        typer.echo(f"alexnet: error: {error}", err=True)
+        return 2
+    return 0

@@ -1,0 +1,102 @@
+"""Building blocks shared by the AlexNet and VGG families."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ConvNet(nn.Module):
+    """``features`` -> ``avgpool`` -> flatten -> ``classifier``: torchvision's layout for AlexNet and VGG.
+
+    Keeping these three submodule names (and torchvision's ``nn.Sequential`` order inside them) makes
+    our ``state_dict`` keys equal to the published ImageNet checkpoints, so they load with ``strict=True``.
+    """
+
+    def __init__(self, features: nn.Sequential, pool_size: int, classifier: nn.Sequential) -> None:
+        super().__init__()
+        self.features = features
+        self.avgpool = nn.AdaptiveAvgPool2d((pool_size, pool_size))
+        self.classifier = classifier
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images (N, C, H, W) float -> logits (N, num_classes)."""
+        x = self.features(images)
+        x = self.avgpool(x)
+        x = torch.flatten(x, 1)
+        return self.classifier(x)
+
+
+class LocalResponseNorm(nn.Module):
+    """Cross-channel local response normalisation with the 2012 paper's constants and formula.
+
+    The paper computes ``b = a / (k + alpha * sum(a_j ** 2)) ** beta`` over ``size`` adjacent channels.
+    ``torch.nn.LocalResponseNorm`` (like Caffe) divides ``alpha`` by ``size`` inside the sum, so the
+    same ``alpha=1e-4`` there normalises five times more weakly than the paper did. We keep ``alpha`` in
+    the paper's convention, so that the paper's numbers mean what the paper says, and pass
+    ``alpha * size`` to the torch kernel.
+
+    ``groups`` normalises each tower's channels on their own, as the two-GPU network did: a channel at
+    the edge of one tower never sees the other tower's channels.
+    """
+
+    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0, groups: int = 1):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k, self.groups = size, alpha, beta, k, groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        towers = x.chunk(self.groups, dim=1) if self.groups > 1 else (x,)
+        out = [F.local_response_norm(t, self.size, self.alpha * self.size, self.beta, self.k) for t in towers]
+        return torch.cat(out, dim=1) if len(out) > 1 else out[0]
+
+    def extra_repr(self) -> str:
+        paper = f"size={self.size}, alpha={self.alpha} (paper convention), beta={self.beta}, k={self.k}"
+        return f"{paper}, groups={self.groups}"
+
+
+def mlp_head(
+    in_features: int, hidden: Sequence[int], num_classes: int, dropout: float, *, dropout_first: bool
+) -> nn.Sequential:
+    """The fully connected classifier: one block per hidden width, then the output Linear.
+
+    ``dropout_first`` gives AlexNet's block order (Dropout, Linear, ReLU: keys ``classifier.1/4/6``);
+    otherwise VGG's (Linear, ReLU, Dropout: keys ``classifier.0/3/6``).
+    """
+    layers: list[nn.Module] = []
+    width = in_features
+    for out in hidden:
+        block = [nn.Linear(width, out), nn.ReLU(inplace=True)]
+        layers += [nn.Dropout(dropout), *block] if dropout_first else [*block, nn.Dropout(dropout)]
+        width = out
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+def has_values(model: nn.Module) -> bool:
+    """False for a model built on the meta device (shapes only), which initialisers must leave alone:
+    random fills on meta tensors go through torch's reference kernels and import the compiler (~1 s)."""
+    return not any(p.is_meta for p in model.parameters())
+
+
+def init_kaiming(model: nn.Module) -> None:
+    """He-normal weights for every conv and hidden Linear, N(0, 0.01) for the output layer, zero biases.
+
+    Keeps activations at unit scale through depth, so a network trains from the first step.
+    """
+    if not has_values(model):
+        return
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            if linears and m is linears[-1]:
+                nn.init.normal_(m.weight, 0.0, 0.01)
+            else:
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

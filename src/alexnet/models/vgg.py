@@ -1,0 +1,125 @@
+"""VGG 11/13/16/19, with and without BatchNorm, in torchvision's layout."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from torch import nn
+
+from alexnet.models.layers import ConvNet, has_values, mlp_head
+from alexnet.models.registry import register
+
+POOL = None  # marks a 2x2 max-pool in a plan
+
+VGG_PLANS: dict[int, tuple[int | None, ...]] = {
+    11: (64, POOL, 128, POOL, 256, 256, POOL, 512, 512, POOL, 512, 512, POOL),
+    13: (64, 64, POOL, 128, 128, POOL, 256, 256, POOL, 512, 512, POOL, 512, 512, POOL),
+    16: (64, 64, POOL, 128, 128, POOL, 256, 256, 256, POOL, 512, 512, 512, POOL, 512, 512, 512, POOL),
+    19: (64, 64, POOL, 128, 128, POOL, 256, 256, 256, 256, POOL, 512, 512, 512, 512, POOL, 512, 512, 512, 512, POOL),
+}
+
+
+class VGG(ConvNet):
+    """A VGG network: ``features``, ``avgpool`` and ``classifier`` in torchvision's order."""
+
+
+def head_pool_size(image_size: int) -> int:
+    """Side of the pooled map the classifier reads: torchvision's 7 at 224 px and above, the real map below.
+
+    torchvision always pools to 7x7. At 32 px the features end in a 1x1 map, which that pool would copy
+    49 times into a 25,088-wide first Linear (103 M parameters that learn 49 copies of one weight).
+    Pooling to the map's own size (``image_size // 32``, at most 7) keeps every weight meaningful:
+    512 inputs at 32 px, 2,048 at 64 px, 25,088 at 224 px as published.
+    """
+    return max(1, min(7, image_size // 32))
+
+
+def make_features(plan: Sequence[int | None], *, in_channels: int, batch_norm: bool) -> nn.Sequential:
+    """Turn a plan into layers: 3x3 pad-1 conv (+ BatchNorm) + ReLU per width, a 2x2 max-pool per ``POOL``."""
+    layers: list[nn.Module] = []
+    width = in_channels
+    for step in plan:
+        if step is POOL:
+            layers.append(nn.MaxPool2d(2, 2))
+            continue
+        layers.append(nn.Conv2d(width, step, 3, padding=1))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(step))
+        layers.append(nn.ReLU(inplace=True))
+        width = step
+    return nn.Sequential(*layers)
+
+
+def _init_torchvision(model: VGG) -> None:
+    # torchvision's VGG initialisation, so a model trained from scratch here behaves like one trained there.
+    if not has_values(model):
+        return
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
+def _vgg(
+    plan: Sequence[int | None],
+    *,
+    batch_norm: bool,
+    num_classes: int,
+    in_channels: int,
+    dropout: float,
+    hidden: Sequence[int],
+    image_size: int,
+) -> VGG:
+    pool = head_pool_size(image_size)
+    features = make_features(plan, in_channels=in_channels, batch_norm=batch_norm)
+    model = VGG(features, pool, mlp_head(512 * pool * pool, hidden, num_classes, dropout, dropout_first=False))
+    _init_torchvision(model)
+    return model
+
+
+def _register_vgg(depth: int, *, batch_norm: bool) -> Callable[..., VGG]:
+    name = f"vgg{depth}{'_bn' if batch_norm else ''}"
+    what = f"VGG-{depth}{' with BatchNorm' if batch_norm else ''} (torchvision layout; head sized for the input)"
+
+    @register(name, image_size=224, description=what)
+    def build(
+        *,
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        dropout: float = 0.5,
+        hidden: Sequence[int] = (4096, 4096),
+        image_size: int = 224,
+    ) -> VGG:
+        return _vgg(
+            VGG_PLANS[depth],
+            batch_norm=batch_norm,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            dropout=dropout,
+            hidden=hidden,
+            image_size=image_size,
+        )
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = f"""{what}.
+
+    Keys and shapes equal torchvision's ``{name}`` at ``image_size >= 224``; below that the classifier
+    reads the real feature map (see ``head_pool_size``). Smallest input: 32 px.
+    """
+    return build
+
+
+vgg11 = _register_vgg(11, batch_norm=False)
+vgg11_bn = _register_vgg(11, batch_norm=True)
+vgg13 = _register_vgg(13, batch_norm=False)
+vgg13_bn = _register_vgg(13, batch_norm=True)
+vgg16 = _register_vgg(16, batch_norm=False)
+vgg16_bn = _register_vgg(16, batch_norm=True)
+vgg19 = _register_vgg(19, batch_norm=False)
+vgg19_bn = _register_vgg(19, batch_norm=True)

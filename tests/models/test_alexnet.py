@@ -1,0 +1,125 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alexnet.models import get_model
+from alexnet.models.layers import LocalResponseNorm
+from alexnet.models.summary import count_parameters
+
+
+def _params(name, **kwargs) -> int:
+    with torch.device("meta"):
+        return sum(p.numel() for p in get_model(name, **kwargs).parameters())
+
+
+def test_alexnet_parameter_counts():
+    assert _params("alexnet") == 61_100_840
+    assert _params("alexnet", num_classes=10, hidden=(4096, 1024)) == 44_428_106
+
+
+def test_transfer_head_is_9216_4096_1024_10():
+    with torch.device("meta"):
+        model = get_model("alexnet", num_classes=10, hidden=(4096, 1024))
+    linears = [(m.in_features, m.out_features) for m in model.classifier if isinstance(m, nn.Linear)]
+    assert linears == [(9216, 4096), (4096, 1024), (1024, 10)]
+
+
+def test_alexnet_paper_parameter_counts():
+    assert _params("alexnet_paper") == 60_965_224
+    assert _params("alexnet_paper", towers=1) == 62_378_344
+
+
+def test_alexnet_paper_two_towers_group_conv2_conv4_conv5_only():
+    with torch.device("meta"):
+        model = get_model("alexnet_paper")
+    groups = [m.groups for m in model.features if isinstance(m, nn.Conv2d)]
+    assert groups == [1, 2, 1, 2, 2]
+    assert tuple(model.features[4].weight.shape) == (256, 48, 5, 5)
+
+
+def test_alexnet_paper_at_227_gives_the_papers_maps():
+    model = get_model("alexnet_paper").eval()
+    shapes = []
+    hooks = [model.features[i].register_forward_hook(lambda m, i, o: shapes.append(o.shape[1:])) for i in (0, 3, 7)]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 227, 227))
+    for h in hooks:
+        h.remove()
+    assert shapes == [(96, 55, 55), (96, 27, 27), (256, 13, 13)]
+
+
+def test_alexnet_paper_rejects_three_towers():
+    with pytest.raises(ValueError, match="towers"):
+        get_model("alexnet_paper", towers=3)
+
+
+def test_paper_initialisation():
+    model = get_model("alexnet_paper", init="paper").requires_grad_(False)
+    convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
+    linears = [m for m in model.classifier if isinstance(m, nn.Linear)]
+    assert [float(m.bias.mean()) for m in convs] == [0.0, 1.0, 0.0, 1.0, 1.0]
+    assert [float(m.bias.mean()) for m in linears] == [1.0, 1.0, 0.0]
+    assert abs(float(linears[0].weight.std()) - 0.01) < 1e-3
+    assert abs(float(linears[0].weight.mean())) < 1e-3
+
+
+def test_lrn_uses_the_papers_formula():
+    """b = a / (k + alpha * sum over 5 neighbouring channels of a^2) ** beta, alpha undivided."""
+    x = torch.randn(2, 7, 3, 3) * 20
+    lrn = LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)
+    expected = torch.empty_like(x)
+    for c in range(7):
+        window = x[:, max(0, c - 2) : c + 3]
+        expected[:, c] = x[:, c] / (2.0 + 1e-4 * (window**2).sum(1)) ** 0.75
+    torch.testing.assert_close(lrn(x), expected)
+    # torch's module divides alpha by size: the same constants there normalise more weakly.
+    assert not torch.allclose(F.local_response_norm(x, 5, 1e-4, 0.75, 2.0), expected)
+
+
+def test_lrn_per_tower_never_mixes_towers():
+    x = torch.randn(1, 8, 2, 2)
+    per_tower = LocalResponseNorm(groups=2)(x)
+    torch.testing.assert_close(per_tower[:, :4], LocalResponseNorm()(x[:, :4]))
+    torch.testing.assert_close(per_tower[:, 4:], LocalResponseNorm()(x[:, 4:]))
+
+
+def test_alexnet_bn_counts_as_keras_does():
+    with torch.device("meta"):
+        model = get_model("alexnet_bn", num_classes=10)
+        gray = get_model("alexnet_bn", num_classes=10, in_channels=1)
+    assert count_parameters(model) == (46_790_730, 2_752)
+    assert sum(count_parameters(gray)) == 46_770_250
+
+
+def test_alexnet_bn_flattens_6400_at_224():
+    with torch.device("meta"):
+        model = get_model("alexnet_bn", num_classes=10)
+    assert model.classifier[1].in_features == 6400
+    assert model.avgpool.output_size == (5, 5)
+
+
+def test_frozen_parameters_count_as_non_trainable():
+    model = get_model("alexnet_cifar")
+    for p in model.features.parameters():
+        p.requires_grad_(False)
+    trainable, non_trainable = count_parameters(model)
+    assert trainable == sum(p.numel() for p in model.classifier.parameters())
+    assert non_trainable == sum(p.numel() for p in model.features.parameters()) + 1_920
+
+
+def test_alexnet_cifar_reaches_a_4x4_map_at_32_and_28():
+    for size in (32, 28):
+        model = get_model("alexnet_cifar", in_channels=1 if size == 28 else 3).eval()
+        with torch.no_grad():
+            out = model.features(torch.zeros(1, 1 if size == 28 else 3, size, size))
+        assert out.shape[1:] == (256, 4, 4)
+
+
+def test_weights_round_trip_without_pickle(tmp_path):
+    model = get_model("alexnet_paper", num_classes=5)
+    torch.save(model.state_dict(), tmp_path / "w.pth")
+    again = get_model("alexnet_paper", num_classes=5)
+    again.load_state_dict(torch.load(tmp_path / "w.pth", weights_only=True), strict=True)
+    for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

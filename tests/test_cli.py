@@ -1,0 +1,74 @@
+import json
+import subprocess
+import sys
+
+from alexnet.cli import main
+
+
+def test_models_lists_every_architecture(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "alexnet_paper" in out and "60,965,224" in out and "143,667,240" in out
+
+
+def test_models_json_is_one_object(capsys):
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["models"]
+    assert {r["name"]: r["params"] for r in rows}["vgg16"] == 138_357_544
+
+
+def test_summary_seed_figures(capsys):
+    assert main(["summary", "alexnet_bn", "--classes", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "Total params: 46,793,482" in out and "Non-trainable params: 2,752" in out
+    assert main(["summary", "alexnet_bn", "--classes", "10", "--in-channels", "1"]) == 0
+    assert "Total params: 46,770,250" in capsys.readouterr().out
+
+
+def test_summary_json(capsys):
+    assert main(["summary", "alexnet", "--classes", "10", "--hidden", "4096,1024", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["total_params"] == 44_428_106
+    assert summary["input_shape"] == [3, 224, 224]
+    assert summary["layers"][0]["output_shape"] == [64, 55, 55]
+
+
+def test_impossible_image_size_is_a_one_line_error(capsys):
+    assert main(["summary", "alexnet_paper", "--image-size", "64"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "alexnet: error: alexnet_paper cannot take a 64x64 input; the smallest that works is 67x67"
+
+
+def test_unknown_model_exits_2(capsys):
+    assert main(["summary", "resnet50"]) == 2
+    assert "unknown model 'resnet50'" in capsys.readouterr().err
+
+
+def test_bad_hidden_exits_2(capsys):
+    assert main(["summary", "alexnet", "--hidden", "4096,x"]) == 2
+    assert "--hidden" in capsys.readouterr().err
+
+
+def test_bad_arguments_exit_2():
+    assert main(["summary"]) == 2
+    assert main(["summary", "alexnet", "--classes", "0"]) == 2
+    assert main(["no-such-command"]) == 2
+
+
+def test_help_exits_0(capsys):
+    assert main(["--help"]) == 0
+    assert "summary" in capsys.readouterr().out
+
+
+def test_python_dash_m_entry_point():
+    done = subprocess.run(
+        [sys.executable, "-m", "alexnet", "summary", "alexnet_cifar", "--json"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["model"] == "alexnet_cifar"
+
+
+def test_cli_help_does_not_import_torch():
+    code = "import sys; from alexnet.cli import main; main(['--help']); print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip().endswith("False")
