@@ -1,0 +1,102 @@
+"""Whole datasets in memory: uint8 image tensors with labels and class names, and stratified splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from alexnet.errors import InputError
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """One split, whole: ``images`` (N, C, H, W) uint8 and ``labels`` (N,) int64 in ``range(len(classes))``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"images must be (N, C, H, W) uint8, got {tuple(self.images.shape)} {self.images.dtype}")
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of every image."""
+        return tuple(self.images.shape[1:])
+
+    def subset(self, indices: torch.Tensor) -> ImageSet:
+        """The images at ``indices`` (a copy for in-memory data, lazy pages for a memory-mapped cache)."""
+        return ImageSet(self.images[indices], self.labels[indices], self.classes)
+
+    def class_counts(self) -> list[int]:
+        """Images per class, in class order."""
+        return torch.bincount(self.labels, minlength=len(self.classes)).tolist()
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset's splits as loaded: ``val`` is held out of the training files, ``test`` comes with the data."""
+
+    name: str
+    train: ImageSet
+    test: ImageSet | None
+    val: ImageSet | None = None
+    source: str = ""  # where the files were found, or that they were downloaded
+    notes: tuple[str, ...] = field(default_factory=tuple)  # what was missing or unusual
+
+    def split(self, name: str) -> ImageSet:
+        """``train``, ``val`` or ``test``; a split the data does not have raises ``InputError``."""
+        if name not in ("train", "val", "test"):
+            raise InputError(f"unknown split {name!r}; use train, val or test")
+        found = getattr(self, name)
+        if found is None:
+            hint = "hold one out of the training data with --val-fraction" if name in ("val", "test") else ""
+            raise InputError(f"{self.name} in {self.source} has no {name} split; {hint}".rstrip("; "))
+        return found
+
+
+def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split indices into (kept, taken) with ``fraction`` of every class in ``taken``, seeded.
+
+    Each class contributes ``round(count * fraction)`` images (at least one when ``fraction > 0`` and
+    the class has two or more). Both index tensors come back sorted.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+    generator = torch.Generator().manual_seed(seed)
+    taken = []
+    for c in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == c).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        n = round(len(members) * fraction)
+        if fraction > 0 and n == 0 and len(members) > 1:
+            n = 1
+        taken.append(members[:n])
+    taken_idx = torch.sort(torch.cat(taken)).values if taken else torch.empty(0, dtype=torch.long)
+    mask = torch.ones(len(labels), dtype=torch.bool)
+    mask[taken_idx] = False
+    return torch.nonzero(mask).flatten(), taken_idx
+
+
+def split_train(dataset: Dataset, *, train_fraction: float = 1.0, val_fraction: float = 0.0, seed: int = 0) -> Dataset:
+    """Hold ``val_fraction`` of the training images out as ``val`` (stratified), then keep a stratified
+    ``train_fraction`` of the rest for training. The validation images do not depend on ``train_fraction``."""
+    if not 0.0 < train_fraction <= 1.0:
+        raise InputError(f"--train-fraction must be in (0, 1], not {train_fraction}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise InputError(f"--val-fraction must be in [0, 1), not {val_fraction}")
+    train, val = dataset.train, dataset.val
+    if val_fraction > 0:
+        keep, held = stratified_split(train.labels, val_fraction, seed)
+        train, val = train.subset(keep), train.subset(held)
+    if train_fraction < 1.0:
+        _, kept = stratified_split(train.labels, train_fraction, seed + 1)
+        train = train.subset(kept)
+    return replace(dataset, train=train, val=val)
