@@ -35,8 +35,11 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint
-	$(BIN)/pytest -m "not slow and not gpu"
+# The fast suite; with CI=true (CI sets it) also the slow tests: real data, torch.compile of every model.
+TEST_MARKERS := $(if $(filter true,$(CI)),not gpu,not slow and not gpu)
+
+test: lint data
+	$(BIN)/pytest -m "$(TEST_MARKERS)"
 
 test-all: $(STAMP) data
 	$(BIN)/pytest

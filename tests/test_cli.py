@@ -72,3 +72,23 @@ def test_cli_help_does_not_import_torch():
     code = "import sys; from alexnet.cli import main; main(['--help']); print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip().endswith("False")
+
+
+def test_data_reports_splits_and_stats(tmp_path, capsys):
+    from fileformats import write_mnist
+
+    write_mnist(tmp_path / "mnist")
+    assert main(["data", "mnist", "--root", str(tmp_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["splits"]["train"]["images"] == 12 and report["splits"]["test"]["images"] == 5
+    assert report["channels"] == 1 and report["image_size"] == [28, 28]
+    assert str(tmp_path / "mnist") in report["source"] and len(report["mean"]) == 1
+    assert main(["data", "mnist", "--root", str(tmp_path)]) == 0
+    assert "total" in capsys.readouterr().out
+
+
+def test_data_errors_exit_2(tmp_path, capsys):
+    assert main(["data", "imagenet22k", "--root", str(tmp_path)]) == 2
+    assert "unknown dataset 'imagenet22k'" in capsys.readouterr().err
+    assert main(["data", f"folder:{tmp_path / 'missing'}", "--root", str(tmp_path)]) == 2
+    assert "missing: no such folder" in capsys.readouterr().err

@@ -14,6 +14,8 @@ _EXPORTS = {
     "get_model": "alexnet.models",
     "list_models": "alexnet.models",
     "model_spec": "alexnet.models",
+    "load_dataset": "alexnet.data",
+    "load_splits": "alexnet.data",
 }
 __all__ = list(_EXPORTS)
 

@@ -7,7 +7,9 @@ file and what is wrong), 1 for anything else. ``--json`` prints exactly one JSON
 from __future__ import annotations
 
 import json
+import logging
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -96,8 +98,63 @@ def summary_command(
         typer.echo(format_summary(summary))
 
 
+@app.command("data")
+def data_command(
+    dataset: Annotated[
+        str, typer.Argument(metavar="DATASET", help="cifar10, cifar100, mnist, fashion-mnist, kmnist or folder:PATH.")
+    ],
+    root: Annotated[
+        Path | None,
+        typer.Option("--root", help="Where datasets live (default $ALEXNET_DATA or ~/.cache/alexnet/data)."),
+    ] = None,
+    train_fraction: Annotated[
+        float, typer.Option("--train-fraction", help="Stratified fraction of the training images to keep.")
+    ] = 1.0,
+    val_fraction: Annotated[
+        float, typer.Option("--val-fraction", help="Stratified fraction held out of train for validation.")
+    ] = 0.0,
+    storage_size: Annotated[
+        int, typer.Option("--storage-size", min=8, help="Side of decoded folder images, px.")
+    ] = 256,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the splits.")] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Find or download a dataset; print its splits, sizes, classes and statistics."""
+    from alexnet.data import channel_stats, load_splits
+
+    found = load_splits(
+        dataset, root, train_fraction=train_fraction, val_fraction=val_fraction, seed=seed, storage_size=storage_size
+    )
+    mean, std = channel_stats(found.train.images)
+    splits = {}
+    for name in ("train", "val", "test"):
+        part = getattr(found, name)
+        if part is not None:
+            splits[name] = {"images": len(part), "per_class": dict(zip(part.classes, part.class_counts(), strict=True))}
+    c, h, w = found.train.image_shape
+    report = {
+        "dataset": found.name, "source": found.source, "classes": list(found.train.classes), "channels": c,
+        "image_size": [h, w], "mean": mean, "std": std, "splits": splits, "notes": list(found.notes),
+    }  # fmt: skip
+    if as_json:
+        _print_json(report)
+        return
+    typer.echo(f"{found.name}: {found.source}")
+    typer.echo(f"images {c}x{h}x{w}, {len(found.train.classes)} classes")
+    typer.echo("mean " + ", ".join(f"{m:.4f}" for m in mean) + "   std " + ", ".join(f"{s:.4f}" for s in std))
+    width = max(len(n) for n in found.train.classes)
+    names = [n for n in ("train", "val", "test") if n in splits]
+    typer.echo(f"{'class':<{width}}  " + "  ".join(f"{n:>7}" for n in names))
+    for cls in found.train.classes:
+        typer.echo(f"{cls:<{width}}  " + "  ".join(f"{splits[n]['per_class'][cls]:>7,}" for n in names))
+    typer.echo(f"{'total':<{width}}  " + "  ".join(f"{splits[n]['images']:>7,}" for n in names))
+    for note in found.notes:
+        typer.echo(f"note: {note}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit status (the console script's entry point)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         # Standalone mode: typer answers --help (0), usage errors (2) and Ctrl-C itself, by SystemExit.
         app(args=argv, prog_name="alexnet")

@@ -128,8 +128,11 @@ def extract_safely(tarball: Path, root: Path) -> None:
         with tarfile.open(tarball) as tar:
             members = tar.getmembers()
             for member in members:
-                target = (root / member.name).resolve()
-                if not (member.isfile() or member.isdir()) or not target.is_relative_to(root):
+                if not (member.isfile() or member.isdir()):
+                    raise InputError(
+                        f"{tarball}: member {member.name!r} is a link or device, not a file; not extracted"
+                    )
+                if not (root / member.name).resolve().is_relative_to(root):
                     raise InputError(
                         f"{tarball}: member {member.name!r} would be written outside {root}; not extracted"
                     )

@@ -72,4 +72,5 @@ def download(urls: Sequence[str], destination: Path, md5: str, *, attempts: int 
             raise InputError(f"{url}: md5 {actual} does not match the published {md5}; the download was discarded")
         os.replace(partial, destination)
         return destination
-    raise InputError(f"could not download {destination.name}: {errors[-1] if errors else 'no mirror given'}")
+    reason = errors[-1] if errors else "no mirror given"
+    raise InputError(f"could not download {destination.name} ({reason}); put the official file at {destination}")

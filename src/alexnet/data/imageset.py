@@ -100,3 +100,21 @@ def split_train(dataset: Dataset, *, train_fraction: float = 1.0, val_fraction: 
         _, kept = stratified_split(train.labels, train_fraction, seed + 1)
         train = train.subset(kept)
     return replace(dataset, train=train, val=val)
+
+
+def channel_stats(images: torch.Tensor, *, max_images: int = 60_000) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 (N, C, H, W) images in [0, 1] units, over at most ``max_images``
+    evenly spaced images, accumulated in chunks so a memory-mapped set is never loaded whole."""
+    n, c = images.shape[:2]
+    picked = torch.linspace(0, n - 1, min(n, max_images)).round().long() if n else torch.empty(0, dtype=torch.long)
+    total = torch.zeros(c, dtype=torch.float64)
+    squares = torch.zeros(c, dtype=torch.float64)
+    count = 0
+    for start in range(0, len(picked), 1024):
+        chunk = images[picked[start : start + 1024]].to(torch.float64) / 255.0
+        total += chunk.sum((0, 2, 3))
+        squares += (chunk * chunk).sum((0, 2, 3))
+        count += chunk.numel() // c
+    mean = total / max(count, 1)
+    std = (squares / max(count, 1) - mean * mean).clamp_min(0).sqrt()
+    return mean.tolist(), std.tolist()

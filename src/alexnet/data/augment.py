@@ -1,0 +1,221 @@
+"""Batched augmentation on the training device: tensor in, tensor out, randomness from an explicit generator.
+
+Images arrive as uint8 (N, C, H, W) at their storage size (28, 32 or 256 px) and leave as float
+(N, C, S, S) at the model's input size S, normalised, in channels_last.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+# ImageNet's RGB principal components as fb.resnet.torch published them for pixels in [0, 1]: square
+# roots of the covariance eigenvalues (largest first) and the eigenvectors as columns.
+IMAGENET_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
+IMAGENET_PCA_EIGVEC = (
+    (-0.5675, 0.7192, 0.4009),
+    (-0.5808, -0.0045, -0.8140),
+    (-0.5836, -0.6948, 0.4203),
+)
+
+
+def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=generator, device=generator.device) * (high - low) + low
+
+
+def random_crop(images: torch.Tensor, size: int, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """A ``size`` x ``size`` crop at a random place of each image after zero-padding ``padding`` px per side.
+
+    Any dtype; the result is channels_last (one gather, no per-image Python).
+    """
+    n, _, h, w = images.shape
+    if padding:
+        images = F.pad(images, (padding, padding, padding, padding))
+        h, w = h + 2 * padding, w + 2 * padding
+    if size > min(h, w):
+        raise ValueError(f"crop {size} is larger than the padded image {h}x{w}")
+    device = images.device
+    ys = torch.randint(0, h - size + 1, (n,), generator=generator, device=generator.device).to(device)
+    xs = torch.randint(0, w - size + 1, (n,), generator=generator, device=generator.device).to(device)
+    steps = torch.arange(size, device=device)
+    rows = (ys[:, None] + steps)[:, :, None]
+    cols = (xs[:, None] + steps)[:, None, :]
+    picked = images.permute(0, 2, 3, 1)[torch.arange(n, device=device)[:, None, None], rows, cols]
+    return picked.permute(0, 3, 1, 2)
+
+
+def random_hflip(images: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
+    """Mirror each image left-right with probability ``p``."""
+    mask = (torch.rand(len(images), generator=generator, device=generator.device) < p).to(images.device)
+    return torch.where(mask[:, None, None, None], images.flip(3), images)
+
+
+def random_resized_crop(
+    images: torch.Tensor,
+    size: int,
+    generator: torch.Generator,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> torch.Tensor:
+    """Inception-style crop: a random area fraction in ``scale`` and aspect ratio in ``ratio``, resized
+    (bilinear) to ``size``. One ``grid_sample`` for the batch; crops that would leave the image are
+    clamped to it rather than drawn again. Float in, float out."""
+    n = len(images)
+    area = _uniform(n, *scale, generator)
+    log_ratio = _uniform(n, math.log(ratio[0]), math.log(ratio[1]), generator)
+    aspect = torch.exp(log_ratio)
+    width = torch.sqrt(area * aspect).clamp(max=1.0)  # fractions of the image side
+    height = torch.sqrt(area / aspect).clamp(max=1.0)
+    cx = (_uniform(n, 0, 1, generator) * (1 - width) + width / 2) * 2 - 1
+    cy = (_uniform(n, 0, 1, generator) * (1 - height) + height / 2) * 2 - 1
+    theta = torch.zeros(n, 2, 3, device=generator.device)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = width, cx, height, cy
+    theta = theta.to(images.device, images.dtype)
+    grid = F.affine_grid(theta, [n, images.shape[1], size, size], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear resize of float images to ``size`` x ``size`` (antialiased when shrinking)."""
+    if images.shape[-2:] == (size, size):
+        return images
+    shrinking = size < images.shape[-1]
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrinking)
+
+
+def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The central ``size`` x ``size`` window (the whole image when it is no larger)."""
+    h, w = images.shape[-2:]
+    if size >= min(h, w):
+        return images
+    top, left = (h - size) // 2, (w - size) // 2
+    return images[..., top : top + size, left : left + size]
+
+
+def ten_crops(images: torch.Tensor, size: int, padding: int = 0) -> torch.Tensor:
+    """The paper's test views: four corner crops and the centre crop, then their mirrors.
+
+    Returns (10, N, C, size, size) in the order top-left, top-right, bottom-left, bottom-right, centre,
+    then the same five mirrored. ``padding`` zero-pads first, for stored images no larger than ``size``.
+    """
+    if padding:
+        images = F.pad(images, (padding, padding, padding, padding))
+    h, w = images.shape[-2:]
+    if size > min(h, w):
+        raise ValueError(f"crop {size} is larger than the image {h}x{w}")
+    corners = [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size), ((h - size) // 2, (w - size) // 2)]
+    views = [images[..., y : y + size, x : x + size] for y, x in corners]
+    return torch.stack(views + [v.flip(-1) for v in views])
+
+
+def rgb_pca(images: torch.Tensor, *, max_pixels: int = 1_000_000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Principal components of RGB pixel values in [0, 1] over a training set (uint8 (N, 3, H, W)).
+
+    Returns (square roots of the eigenvalues, largest first; eigenvectors as columns), the convention
+    of ``IMAGENET_PCA_EIGVAL`` / ``IMAGENET_PCA_EIGVEC``. Uses at most ``max_pixels`` sampled pixels.
+    """
+    n, c, h, w = images.shape
+    if c != 3:
+        raise ValueError(f"PCA lighting needs RGB images, got {c} channels")
+    generator = torch.Generator().manual_seed(seed)
+    count = min(max_pixels, n * h * w)
+    flat = torch.randint(0, n * h * w, (count,), generator=generator)
+    img, pix = flat // (h * w), flat % (h * w)
+    pixels = images.reshape(n, 3, h * w)[img, :, pix].double() / 255.0  # (count, 3)
+    covariance = torch.cov(pixels.T)
+    eigval, eigvec = torch.linalg.eigh(covariance)
+    order = torch.argsort(eigval, descending=True)
+    return eigval[order].clamp_min(0).sqrt().float(), eigvec[:, order].float()
+
+
+def pca_lighting(
+    images: torch.Tensor, generator: torch.Generator, std: float, eigval: torch.Tensor, eigvec: torch.Tensor
+) -> torch.Tensor:
+    """The paper's lighting noise: add ``eigvec @ (alpha * eigval)`` to every pixel of an image, alpha ~ N(0, std)
+    drawn once per image. ``images`` are float RGB in [0, 1] units."""
+    alpha = torch.randn(len(images), 3, generator=generator, device=generator.device).to(images.device) * std
+    shift = (alpha * eigval.to(images.device)) @ eigvec.to(images.device).T  # (N, 3)
+    return images + shift[:, :, None, None].to(images.dtype)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How stored uint8 images become model inputs, for training and for evaluation.
+
+    ``crop``: ``"pad"`` takes a random crop of ``min(stored side, image_size)`` after ``padding`` px of
+    zeros (CIFAR's pad-4-crop-32; the paper's random 224 of 256 with padding 0), ``"resized"`` an
+    Inception-style random-resized crop, ``"none"`` the whole image. Then an optional mirror and PCA
+    lighting (``lighting`` is the paper's sigma, 0.1; 0 turns it off), normalisation, resize to
+    ``image_size`` and grey-to-RGB (or RGB-to-grey) for the model's ``channels``.
+    """
+
+    image_size: int  # model input side, px
+    channels: int  # model input channels
+    mean: tuple[float, ...]  # per stored channel, pixel values in [0, 1]
+    std: tuple[float, ...]
+    crop: Literal["pad", "resized", "none"] = "pad"
+    padding: int = 0  # px, at the stored size
+    flip: bool = True
+    lighting: float = 0.0
+    scale: tuple[float, float] = (0.08, 1.0)  # area fractions for crop="resized"
+    pca_eigval: tuple[float, ...] = IMAGENET_PCA_EIGVAL
+    pca_eigvec: tuple[tuple[float, ...], ...] = IMAGENET_PCA_EIGVEC
+
+    def _finish(self, images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """uint8 or [0, 1]-float images -> normalised, resized, channel-matched model input."""
+        if images.dtype == torch.uint8:
+            images = images.to(torch.float32).div_(255.0)
+        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+        images = resize((images - mean) / std, self.image_size)
+        if images.shape[1] != self.channels:
+            images = _match_channels(images, self.channels)
+        return images.to(dtype).contiguous(memory_format=torch.channels_last)
+
+    def train(self, images: torch.Tensor, generator: torch.Generator, dtype: torch.dtype = torch.float32):
+        """Random training views of a uint8 (N, C, H, W) batch: (N, channels, S, S) float."""
+        side = min(images.shape[-1], self.image_size)
+        if self.crop == "pad":
+            images = random_crop(images, side, self.padding, generator)
+        if self.flip:
+            images = random_hflip(images, generator)
+        images = images.to(torch.float32).div_(255.0)
+        if self.crop == "resized":
+            images = random_resized_crop(images, side, generator, self.scale)
+        if self.lighting > 0:
+            if images.shape[1] != 3:
+                raise ValueError(f"PCA lighting needs RGB images, got {images.shape[1]} channel(s)")
+            eigval, eigvec = torch.tensor(self.pca_eigval), torch.tensor(self.pca_eigvec)
+            images = pca_lighting(images, generator, self.lighting, eigval, eigvec)
+        return self._finish(images, dtype)
+
+    def evaluate(self, images: torch.Tensor, tta: str = "none", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Deterministic views: (V, N, channels, S, S) with V = 1 (``none``: centre crop), 2 (``flip``)
+        or 10 (``ten-crop``: corners and centre of the stored image, padded as training padded it when
+        it is no larger than the input, and their mirrors)."""
+        side = min(images.shape[-1], self.image_size)
+        if tta == "ten-crop":
+            padding = self.padding if images.shape[-1] <= self.image_size else 0
+            views = ten_crops(images, side, padding)
+        else:
+            views = center_crop(images, side).unsqueeze(0)
+            if tta == "flip":
+                views = torch.cat([views, views.flip(-1)])
+            elif tta != "none":
+                raise ValueError(f"unknown test-time augmentation {tta!r}; use none, flip or ten-crop")
+        v, n = views.shape[:2]
+        out = self._finish(views.reshape(v * n, *views.shape[2:]), dtype)
+        return out.reshape(v, n, *out.shape[1:])
+
+
+def _match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    if images.shape[1] == 1 and channels == 3:
+        return images.expand(-1, 3, -1, -1)
+    if images.shape[1] == 3 and channels == 1:
+        weights = torch.tensor([0.299, 0.587, 0.114], device=images.device, dtype=images.dtype)
+        return (images * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
+    raise ValueError(f"cannot turn {images.shape[1]}-channel images into {channels} channels")

@@ -1,0 +1,91 @@
+"""Epochs of uint8 batches from a dataset held whole in memory (or on the GPU): seeded shuffle, drop-last,
+and a disjoint shard per rank for distributed training."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from alexnet.data.imageset import ImageSet
+
+
+def shard(indices: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """Rank ``rank``'s slice of ``indices``: every ``world_size``-th one from position ``rank``.
+
+    The shards are disjoint and together hold every index once; their lengths differ by at most one.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside world size {world_size}")
+    return indices[rank::world_size]
+
+
+def epoch_order(n: int, *, epoch: int, seed: int, shuffle: bool) -> torch.Tensor:
+    """The order of the ``n`` samples in ``epoch``: a permutation seeded by (seed, epoch), or 0..n-1."""
+    if not shuffle:
+        return torch.arange(n)
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+class BatchLoader:
+    """Iterates (images uint8 (B, C, H, W), labels int64 (B,)) batches of one rank's shard, on ``device``.
+
+    A dataset of at most ``max_device_bytes`` is moved to ``device`` once (CIFAR-10 is 180 MB); a larger
+    one (a folder cache, memory-mapped) stays on the host and each batch is gathered there and copied
+    over, pinned and non-blocking. With ``drop_last`` every
+    rank yields the same number of full batches (the shortest shard's), as DDP's lock-step needs;
+    without it every sample of the shard is yielded once.
+    """
+
+    def __init__(
+        self,
+        data: ImageSet,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        device: torch.device | str = "cpu",
+        max_device_bytes: int = 4 << 30,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.data, self.batch_size = data, batch_size
+        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
+        self.rank, self.world_size = rank, world_size
+        self.device = torch.device(device)
+        self.epoch = 0
+        nbytes = data.images.numel() * data.images.element_size()
+        self._gather_on_host = self.device.type != "cpu" and nbytes > max_device_bytes
+        self._images = data.images if self._gather_on_host else data.images.to(self.device)
+        self._labels = data.labels.to(self.device)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order the next iteration yields (as ``DistributedSampler.set_epoch``)."""
+        self.epoch = epoch
+
+    def _shard_length(self) -> int:
+        n = len(self.data)
+        return n // self.world_size if self.drop_last else len(range(self.rank, n, self.world_size))
+
+    def __len__(self) -> int:
+        length = self._shard_length()
+        return length // self.batch_size if self.drop_last else -(-length // self.batch_size)
+
+    def indices(self) -> torch.Tensor:
+        """This rank's sample indices for the current epoch, in order."""
+        order = epoch_order(len(self.data), epoch=self.epoch, seed=self.seed, shuffle=self.shuffle)
+        return shard(order, self.rank, self.world_size)[: self._shard_length()]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        mine = self.indices()
+        for b in range(len(self)):
+            idx = mine[b * self.batch_size : (b + 1) * self.batch_size]
+            if self._gather_on_host:
+                images = self._images[idx].pin_memory().to(self.device, non_blocking=True)
+            else:
+                images = self._images[idx.to(self._images.device)]
+            yield images, self._labels[idx.to(self._labels.device)]

@@ -1,0 +1,133 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from alexnet.data.augment import (
+    IMAGENET_PCA_EIGVAL,
+    Preprocess,
+    pca_lighting,
+    random_crop,
+    random_hflip,
+    random_resized_crop,
+    rgb_pca,
+    ten_crops,
+)
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def _images(n=6, c=3, size=8):
+    return torch.randint(0, 256, (n, c, size, size), dtype=torch.uint8, generator=_gen(42))
+
+
+def test_random_crop_picks_a_window_of_the_padded_image():
+    images = _images()
+    out = random_crop(images, 8, 2, _gen())
+    padded = F.pad(images, (2, 2, 2, 2))
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    for i in range(len(images)):
+        windows = [padded[i, :, y : y + 8, x : x + 8] for y in range(5) for x in range(5)]
+        assert any(torch.equal(out[i], w) for w in windows)
+
+
+def test_augmentation_is_deterministic_given_the_generator():
+    images = _images()
+    assert torch.equal(random_crop(images, 6, 1, _gen(1)), random_crop(images, 6, 1, _gen(1)))
+    assert not torch.equal(random_crop(images, 6, 1, _gen(1)), random_crop(images, 6, 1, _gen(2)))
+    prep = Preprocess(image_size=16, channels=3, mean=(0.5,) * 3, std=(0.25,) * 3, padding=2, lighting=0.1)
+    assert torch.equal(prep.train(images, _gen(3)), prep.train(images, _gen(3)))
+
+
+def test_hflip_mirrors_some_and_keeps_others():
+    images = _images(n=64)
+    out = random_hflip(images, _gen())
+    flipped = [torch.equal(o, i.flip(-1)) for o, i in zip(out, images, strict=True)]
+    kept = [torch.equal(o, i) for o, i in zip(out, images, strict=True)]
+    assert all(f or k for f, k in zip(flipped, kept, strict=True))
+    assert 16 < sum(flipped) < 48
+
+
+def test_random_resized_crop_with_full_scale_is_the_image():
+    images = _images().float()
+    out = random_resized_crop(images, 8, _gen(), scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    torch.testing.assert_close(out, images)
+    small = random_resized_crop(images, 5, _gen(), scale=(0.1, 0.5))
+    assert small.shape == (6, 3, 5, 5)
+    assert small.min() >= images.min() and small.max() <= images.max()  # bilinear never overshoots
+
+
+def test_ten_crop_geometry():
+    image = torch.arange(36, dtype=torch.uint8).view(1, 1, 6, 6)
+    views = ten_crops(image, 4)
+    assert views.shape == (10, 1, 1, 4, 4)
+    assert torch.equal(views[0, 0, 0], image[0, 0, :4, :4])  # top-left
+    assert torch.equal(views[1, 0, 0], image[0, 0, :4, 2:])  # top-right
+    assert torch.equal(views[2, 0, 0], image[0, 0, 2:, :4])  # bottom-left
+    assert torch.equal(views[3, 0, 0], image[0, 0, 2:, 2:])  # bottom-right
+    assert torch.equal(views[4, 0, 0], image[0, 0, 1:5, 1:5])  # centre
+    for k in range(5):
+        assert torch.equal(views[5 + k], views[k].flip(-1))
+
+
+def test_ten_crop_of_a_small_image_uses_training_padding():
+    prep = Preprocess(image_size=32, channels=3, mean=(0,) * 3, std=(1,) * 3, padding=4)
+    images = torch.full((2, 3, 32, 32), 255, dtype=torch.uint8)
+    views = prep.evaluate(images, "ten-crop")
+    assert views.shape == (10, 2, 3, 32, 32)
+    assert views[0, :, :, :4, :4].abs().max() == 0  # top-left crop starts in the zero padding
+    assert torch.equal(views[4], torch.ones_like(views[4]))  # the centre crop is the image itself
+
+
+def test_pca_lighting_shifts_each_image_along_the_components():
+    images = torch.full((4, 3, 2, 2), 0.5)
+    eigval = torch.tensor(IMAGENET_PCA_EIGVAL)
+    eigvec = torch.eye(3)
+    out = pca_lighting(images, _gen(), 0.1, eigval, eigvec)
+    shift = out - images
+    assert torch.allclose(shift, shift[:, :, :1, :1].expand_as(shift))  # one shift per image and channel
+    ratio = shift[:, 1, 0, 0] / shift[:, 0, 0, 0]
+    assert not torch.allclose(ratio, ratio[:1].expand_as(ratio))  # random per image
+    assert shift.abs().max() < 0.2
+
+
+def test_rgb_pca_finds_the_dominant_direction():
+    grey = torch.randint(0, 256, (50, 1, 8, 8), dtype=torch.uint8).expand(-1, 3, -1, -1)
+    eigval, eigvec = rgb_pca(grey)
+    assert eigval[0] > 0.2 and eigval[1:].abs().max() < 1e-3
+    assert torch.allclose(eigvec[:, 0].abs(), torch.full((3,), 3**-0.5), atol=1e-3)
+
+
+def test_train_output_shape_range_and_layout():
+    prep = Preprocess(image_size=24, channels=3, mean=(0.5,), std=(0.5,), padding=4)
+    out = prep.train(_images(c=1), _gen())
+    assert out.shape == (6, 3, 24, 24) and out.dtype == torch.float32
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert out.min() >= -1.0 - 1e-5 and out.max() <= 1.0 + 1e-5
+    assert torch.equal(out[:, 0], out[:, 2])  # grey repeated into three channels
+
+
+def test_crop_of_256_to_224_and_bf16():
+    prep = Preprocess(image_size=224, channels=3, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    images = torch.randint(0, 256, (2, 3, 256, 256), dtype=torch.uint8)
+    assert prep.train(images, _gen(), dtype=torch.bfloat16).shape == (2, 3, 224, 224)
+    centre = prep.evaluate(images)
+    assert centre.shape == (1, 2, 3, 224, 224)
+    expected = (images[:, :, 16:240, 16:240].float() / 255 - 0.485) / 0.229
+    torch.testing.assert_close(centre[0, :, 0], expected[:, 0], rtol=1e-5, atol=1e-5)
+
+
+def test_flip_tta_and_rgb_to_grey():
+    prep = Preprocess(image_size=8, channels=1, mean=(0.0,), std=(1.0,))
+    views = prep.evaluate(_images(), "flip")
+    assert views.shape == (2, 6, 1, 8, 8)
+    torch.testing.assert_close(views[1], views[0].flip(-1))
+    with pytest.raises(ValueError, match="unknown test-time augmentation"):
+        prep.evaluate(_images(), "five-crop")
+
+
+def test_lighting_needs_rgb():
+    prep = Preprocess(image_size=8, channels=3, mean=(0.0,), std=(1.0,), lighting=0.1)
+    with pytest.raises(ValueError, match="PCA lighting needs RGB"):
+        prep.train(_images(c=1), _gen())

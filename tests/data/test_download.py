@@ -1,0 +1,52 @@
+import hashlib
+
+import pytest
+
+from alexnet.data import cifar
+from alexnet.data.download import download
+from alexnet.errors import InputError
+
+
+def test_download_verifies_md5_and_renames_into_place(tmp_path):
+    source = tmp_path / "served.bin"
+    source.write_bytes(b"official bytes")
+    target = tmp_path / "out" / "file.bin"
+    download([source.as_uri()], target, hashlib.md5(b"official bytes").hexdigest())
+    assert target.read_bytes() == b"official bytes"
+    assert not list(target.parent.glob("*.part"))
+
+
+def test_checksum_mismatch_leaves_nothing(tmp_path):
+    source = tmp_path / "served.bin"
+    source.write_bytes(b"tampered bytes")
+    target = tmp_path / "out" / "file.bin"
+    with pytest.raises(InputError, match="md5 .* does not match the published 0123"):
+        download([source.as_uri()], target, "0123" + "0" * 28)
+    assert not target.exists()
+    assert not list(target.parent.glob("*"))
+
+
+def test_falls_back_to_the_next_mirror(tmp_path):
+    source = tmp_path / "served.bin"
+    source.write_bytes(b"data")
+    target = tmp_path / "file.bin"
+    download(
+        [(tmp_path / "missing.bin").as_uri(), source.as_uri()], target, hashlib.md5(b"data").hexdigest(), attempts=1
+    )
+    assert target.read_bytes() == b"data"
+
+
+def test_cifar_download_uses_the_official_url_and_md5(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_download(urls, destination, md5):
+        seen.update(urls=urls, md5=md5)
+        raise InputError("offline")
+
+    monkeypatch.setattr(cifar, "download", fake_download)
+    with pytest.raises(InputError, match="offline"):
+        cifar.load_cifar("cifar10", tmp_path)
+    assert seen == {
+        "urls": ["https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"],
+        "md5": "c58f30108f718f92721af3b95e74349a",
+    }

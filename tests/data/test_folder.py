@@ -1,0 +1,122 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from alexnet.data.folder import class_from_filename, load_folder, natural_key
+from alexnet.errors import InputError
+
+
+def _img(path, value, size=(12, 10)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (value, value, value)).save(path)
+
+
+def _class_tree(root, classes=("class10", "class2", "class1"), per_class=5):
+    for c, name in enumerate(classes):
+        for i in range(per_class):
+            _img(root / name / f"{i}.png", 10 * c + i)
+    return root
+
+
+def test_class_folders_natural_order_and_skips(tmp_path):
+    root = _class_tree(tmp_path / "flowers")
+    (root / "LICENSE.txt").write_text("CC-BY")
+    (root / "class1" / "notes.txt").write_text("not an image")
+    (root / "class2" / "broken.jpg").write_bytes(Image.new("RGB", (30, 30)).tobytes()[:50])  # not a JPEG at all
+    data = load_folder(root, tmp_path / "cache", storage_size=8, test_fraction=0.2)
+    assert data.train.classes == ("class1", "class2", "class10")
+    assert data.train.images.shape[1:] == (3, 8, 8)
+    assert len(data.train) + len(data.test) == 15
+    assert data.test.class_counts() == [1, 1, 1]
+    assert "1 unreadable images skipped" in data.notes[0] and "broken.jpg" in data.notes[0]
+
+
+def test_truncated_jpeg_is_listed_and_skipped(tmp_path):
+    root = _class_tree(tmp_path / "f", classes=("a", "b"), per_class=3)
+    good = root / "a" / "big.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(good)
+    good.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    data = load_folder(root, tmp_path / "cache", storage_size=8)
+    assert len(data.train) + len(data.test) == 6
+    assert "big.jpg" in " ".join(data.notes)
+
+
+def test_flat_folder_classes_from_file_names(tmp_path):
+    root = tmp_path / "train"
+    for i in range(4):
+        _img(root / f"cat.{i}.jpg", 20)
+        _img(root / f"dog.{i}.jpg", 220)
+    data = load_folder(root, tmp_path / "cache", storage_size=8, test_fraction=0.25)
+    assert data.train.classes == ("cat", "dog")
+    everything = torch.cat([data.train.images, data.test.images])
+    labels = torch.cat([data.train.labels, data.test.labels])
+    assert (everything[labels == 0] < 60).all() and (everything[labels == 1] > 180).all()
+
+
+@pytest.mark.parametrize(
+    ("name", "label"),
+    [("cat.123.jpg", "cat"), ("great_pyrenees_7.jpg", "great_pyrenees"), ("dog12.png", "dog"), ("rose.jpg", "rose")],
+)
+def test_class_from_filename(tmp_path, name, label):
+    assert class_from_filename(tmp_path / name) == label
+
+
+def test_natural_sort():
+    assert sorted(["10", "2", "1", "B", "a"], key=natural_key) == ["1", "2", "10", "a", "B"]
+
+
+def test_split_folders(tmp_path):
+    _class_tree(tmp_path / "data" / "train", classes=("a", "b"), per_class=3)
+    _class_tree(tmp_path / "data" / "test", classes=("a", "b"), per_class=2)
+    _class_tree(tmp_path / "data" / "val", classes=("a", "b"), per_class=1)
+    data = load_folder(tmp_path / "data", tmp_path / "cache", storage_size=8)
+    assert (len(data.train), len(data.val), len(data.test)) == (6, 2, 4)
+    assert not data.notes
+
+
+def test_test_class_unknown_to_train_is_an_error(tmp_path):
+    _class_tree(tmp_path / "d" / "train", classes=("a",), per_class=2)
+    _class_tree(tmp_path / "d" / "test", classes=("a", "z"), per_class=1)
+    with pytest.raises(InputError, match="classes z appear in test/val but not in train/"):
+        load_folder(tmp_path / "d", tmp_path / "cache", storage_size=8)
+
+
+def test_empty_class_folder_is_named(tmp_path):
+    root = _class_tree(tmp_path / "f", classes=("a",), per_class=2)
+    (root / "empty").mkdir()
+    with pytest.raises(InputError, match=r"empty: class folder holds no images"):
+        load_folder(root, tmp_path / "cache")
+
+
+def test_no_images_at_all(tmp_path):
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "README.md").write_text("x")
+    with pytest.raises(InputError, match="f: no images"):
+        load_folder(tmp_path / "f", tmp_path / "cache")
+
+
+def test_cache_reused_then_rebuilt_when_folder_changes(tmp_path, caplog):
+    root = _class_tree(tmp_path / "f", classes=("a", "b"), per_class=3)
+    cache_root = tmp_path / "cache"
+    first = load_folder(root, cache_root, storage_size=8)
+    cache_dir = next((cache_root / "folder-cache").iterdir())
+    stamp = (cache_dir / "images.npy").stat().st_mtime_ns
+    again = load_folder(root, cache_root, storage_size=8)
+    assert (cache_dir / "images.npy").stat().st_mtime_ns == stamp
+    assert torch.equal(again.train.images, first.train.images)
+    _img(root / "b" / "new.png", 200)
+    changed = load_folder(root, cache_root, storage_size=8)
+    assert len(changed.train) + len(changed.test) == 7
+    assert json.loads((cache_dir / "meta.json").read_text())["files"][-1].endswith("new.png")
+    assert not [p for p in cache_dir.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_splits_are_views_of_one_memory_mapped_cache(tmp_path):
+    _class_tree(tmp_path / "d" / "train", classes=("a", "b"), per_class=3)
+    _class_tree(tmp_path / "d" / "test", classes=("a", "b"), per_class=2)
+    data = load_folder(tmp_path / "d", tmp_path / "cache", storage_size=8)
+    storage = data.train.images.untyped_storage().data_ptr()
+    assert data.test.images.untyped_storage().data_ptr() == storage  # slices, not copies

@@ -1,0 +1,56 @@
+import pytest
+import torch
+
+from alexnet.data.imageset import Dataset, ImageSet, channel_stats, split_train, stratified_split
+from alexnet.errors import InputError
+
+
+def _set(labels):
+    labels = torch.tensor(labels)
+    images = torch.arange(len(labels), dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 1, 2, 2).contiguous()
+    return ImageSet(images, labels, ("a", "b", "c"))
+
+
+def test_stratified_split_keeps_class_shares():
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
+    kept, taken = stratified_split(labels, 0.2, seed=0)
+    assert torch.bincount(labels[taken]).tolist() == [10, 6, 4]
+    assert sorted(kept.tolist() + taken.tolist()) == list(range(100))
+    again, _ = stratified_split(labels, 0.2, seed=0)
+    other, _ = stratified_split(labels, 0.2, seed=1)
+    assert torch.equal(kept, again) and not torch.equal(kept, other)
+
+
+def test_split_train_fifth_and_validation():
+    data = Dataset("x", _set([0] * 50 + [1] * 50 + [2] * 50), test=None)
+    split = split_train(data, train_fraction=0.2, val_fraction=0.1, seed=0)
+    assert split.val.class_counts() == [5, 5, 5]
+    assert split.train.class_counts() == [9, 9, 9]  # a fifth of the 45 per class left after validation
+    train_ids = set(split.train.images[:, 0, 0, 0].tolist())
+    assert not train_ids & set(split.val.images[:, 0, 0, 0].tolist())
+    # The validation images do not depend on the training fraction.
+    whole = split_train(data, train_fraction=1.0, val_fraction=0.1, seed=0)
+    assert torch.equal(whole.val.images, split.val.images)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "flag"), [({"train_fraction": 0.0}, "--train-fraction"), ({"val_fraction": 1.0}, "--val-fraction")]
+)
+def test_bad_fractions(kwargs, flag):
+    with pytest.raises(InputError, match=flag):
+        split_train(Dataset("x", _set([0, 1, 2]), test=None), **kwargs)
+
+
+def test_imageset_checks_its_tensors():
+    with pytest.raises(ValueError, match="uint8"):
+        ImageSet(torch.zeros(2, 1, 2, 2), torch.zeros(2, dtype=torch.long), ("a",))
+    with pytest.raises(ValueError, match="2 images but 3 labels"):
+        ImageSet(torch.zeros(2, 1, 2, 2, dtype=torch.uint8), torch.zeros(3, dtype=torch.long), ("a",))
+
+
+def test_channel_stats():
+    images = torch.zeros(4, 2, 3, 3, dtype=torch.uint8)
+    images[:, 1] = 255
+    images[:2, 0] = 255
+    mean, std = channel_stats(images)
+    assert mean == pytest.approx([0.5, 1.0]) and std == pytest.approx([0.5, 0.0])

@@ -1,0 +1,83 @@
+import gzip
+
+import numpy as np
+import pytest
+
+from alexnet.data import mnist
+from alexnet.data.mnist import load_mnist_family, read_idx
+from alexnet.errors import InputError
+from fileformats import write_idx, write_mnist
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_reads_idx_gzipped_or_raw(tmp_path, gz):
+    write_mnist(tmp_path / "mnist", gz=gz)
+    data = load_mnist_family("mnist", tmp_path, allow_download=False)
+    assert data.train.images.shape == (12, 1, 28, 28)
+    assert data.train.labels.tolist() == [i % 10 for i in range(12)]
+    assert len(data.test) == 5 and data.train.classes[3] == "3"
+
+
+def test_gzip_is_detected_by_content_not_name(tmp_path):
+    array = np.arange(2 * 28 * 28).reshape(2, 28, 28) % 256
+    write_idx(tmp_path / "raw-but-named.gz", array, gz=False)
+    write_idx(tmp_path / "gz-without-suffix", array, gz=True)
+    assert (read_idx(tmp_path / "raw-but-named.gz", expect_dims=3) == array).all()
+    assert (read_idx(tmp_path / "gz-without-suffix", expect_dims=3) == array).all()
+
+
+def test_bad_magic_is_named(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(b"\x00\x00\x0d\x03" + b"\x00" * 20)
+    with pytest.raises(InputError, match="train-images-idx3-ubyte: not an IDX file of unsigned bytes"):
+        read_idx(path, expect_dims=3)
+
+
+def test_truncated_file_is_caught_by_its_header(tmp_path):
+    path = tmp_path / "t.gz"
+    write_idx(path, np.zeros((3, 28, 28)), gz=False)
+    path.write_bytes(gzip.compress(path.read_bytes()[:-10]))
+    with pytest.raises(InputError, match=r"header promises \(3, 28, 28\)"):
+        read_idx(path, expect_dims=3)
+
+
+def test_image_and_label_counts_must_agree(tmp_path):
+    write_mnist(tmp_path / "mnist")
+    write_idx(tmp_path / "mnist" / "train-labels-idx1-ubyte.gz", np.zeros(11), gz=True)
+    with pytest.raises(InputError, match="12 images but train-labels-idx1-ubyte.gz has 11 labels"):
+        load_mnist_family("mnist", tmp_path, allow_download=False)
+
+
+def test_subset_without_test_files(tmp_path):
+    write_mnist(tmp_path)
+    for p in tmp_path.glob("t10k-*"):
+        p.unlink()
+    data = load_mnist_family("mnist", tmp_path, allow_download=False)
+    assert data.test is None and "no test split" in data.notes[0]
+
+
+def test_torchvision_raw_folder_is_found(tmp_path):
+    write_mnist(tmp_path / "FashionMNIST" / "raw")
+    data = load_mnist_family("fashion-mnist", tmp_path, allow_download=False)
+    assert data.train.classes[0] == "T-shirt/top" and "FashionMNIST" in data.source
+
+
+def test_download_fetches_all_four_official_files(tmp_path, monkeypatch):
+    served = tmp_path / "served"
+    write_mnist(served)
+    calls = []
+
+    def fake_download(urls, destination, md5):
+        calls.append((urls[0], md5))
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.write_bytes((served / destination.name).read_bytes())
+        return destination
+
+    monkeypatch.setattr(mnist, "download", fake_download)
+    data = load_mnist_family("kmnist", tmp_path / "root")
+    assert "downloaded to" in data.source and len(data.train) == 12
+    assert calls[0] == (
+        "http://codh.rois.ac.jp/kmnist/dataset/kmnist/train-images-idx3-ubyte.gz",
+        "bdb82020997e1d708af4cf47b453dcf7",
+    )
+    assert len(calls) == 4
