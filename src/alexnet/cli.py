@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from alexnet.errors import InputError
+from alexnet.runtime import tune_allocator
 
 app = typer.Typer(
     name="alexnet",
@@ -155,6 +156,7 @@ def data_command(
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit status (the console script's entry point)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    tune_allocator()
     try:
         # Standalone mode: typer answers --help (0), usage errors (2) and Ctrl-C itself, by SystemExit.
         app(args=argv, prog_name="alexnet")

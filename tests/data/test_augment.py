@@ -32,6 +32,20 @@ def test_random_crop_picks_a_window_of_the_padded_image():
         assert any(torch.equal(out[i], w) for w in windows)
 
 
+def test_random_crop_with_flip_mirrors_about_half_the_windows():
+    images = _images(n=64)
+    out = random_crop(images, 6, 1, _gen(), flip=True)
+    padded = F.pad(images, (1, 1, 1, 1))
+    mirrored = 0
+    for i in range(len(images)):
+        windows = [padded[i, :, y : y + 6, x : x + 6] for y in range(5) for x in range(5)]
+        plain = any(torch.equal(out[i], w) for w in windows)
+        flipped = any(torch.equal(out[i], w.flip(-1)) for w in windows)
+        assert plain or flipped
+        mirrored += flipped and not plain
+    assert 16 < mirrored < 48
+
+
 def test_augmentation_is_deterministic_given_the_generator():
     images = _images()
     assert torch.equal(random_crop(images, 6, 1, _gen(1)), random_crop(images, 6, 1, _gen(1)))

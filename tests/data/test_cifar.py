@@ -8,6 +8,7 @@ import torch
 
 from alexnet.data.cifar import extract_safely, load_cifar, read_batch
 from alexnet.errors import InputError
+
 from fileformats import write_cifar10, write_cifar_batch
 
 

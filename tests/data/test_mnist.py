@@ -6,6 +6,7 @@ import pytest
 from alexnet.data import mnist
 from alexnet.data.mnist import load_mnist_family, read_idx
 from alexnet.errors import InputError
+
 from fileformats import write_idx, write_mnist
 
 

@@ -27,10 +27,14 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> tor
     return torch.rand(n, generator=generator, device=generator.device) * (high - low) + low
 
 
-def random_crop(images: torch.Tensor, size: int, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """A ``size`` x ``size`` crop at a random place of each image after zero-padding ``padding`` px per side.
+def random_crop(
+    images: torch.Tensor, size: int, padding: int, generator: torch.Generator, *, flip: bool = False
+) -> torch.Tensor:
+    """A ``size`` x ``size`` crop at a random place of each image after zero-padding ``padding`` px per side,
+    mirrored left-right at random (p = 0.5) when ``flip``.
 
-    Any dtype; the result is channels_last (one gather, no per-image Python).
+    Any dtype; one gather for the whole batch (the mirror is folded into its column indices), and the
+    result is channels_last.
     """
     n, _, h, w = images.shape
     if padding:
@@ -43,8 +47,11 @@ def random_crop(images: torch.Tensor, size: int, padding: int, generator: torch.
     xs = torch.randint(0, w - size + 1, (n,), generator=generator, device=generator.device).to(device)
     steps = torch.arange(size, device=device)
     rows = (ys[:, None] + steps)[:, :, None]
-    cols = (xs[:, None] + steps)[:, None, :]
-    picked = images.permute(0, 2, 3, 1)[torch.arange(n, device=device)[:, None, None], rows, cols]
+    cols = xs[:, None] + steps
+    if flip:
+        mirrored = (torch.rand(n, generator=generator, device=generator.device) < 0.5).to(device)
+        cols = torch.where(mirrored[:, None], xs[:, None] + (size - 1 - steps), cols)
+    picked = images.permute(0, 2, 3, 1)[torch.arange(n, device=device)[:, None, None], rows, cols[:, None, :]]
     return picked.permute(0, 3, 1, 2)
 
 
@@ -132,14 +139,19 @@ def rgb_pca(images: torch.Tensor, *, max_pixels: int = 1_000_000, seed: int = 0)
     return eigval[order].clamp_min(0).sqrt().float(), eigvec[:, order].float()
 
 
+def pca_shift(n: int, generator: torch.Generator, std: float, eigval: torch.Tensor, eigvec: torch.Tensor):
+    """The paper's lighting noise for ``n`` images: ``eigvec @ (alpha * eigval)`` with alpha ~ N(0, std)
+    drawn once per image; (n, 3), in the units of ``eigval`` ([0, 1] pixels for the ImageNet values)."""
+    alpha = torch.randn(n, 3, generator=generator, device=generator.device) * std
+    return (alpha * eigval.to(alpha.device)) @ eigvec.to(alpha.device).T
+
+
 def pca_lighting(
     images: torch.Tensor, generator: torch.Generator, std: float, eigval: torch.Tensor, eigvec: torch.Tensor
 ) -> torch.Tensor:
-    """The paper's lighting noise: add ``eigvec @ (alpha * eigval)`` to every pixel of an image, alpha ~ N(0, std)
-    drawn once per image. ``images`` are float RGB in [0, 1] units."""
-    alpha = torch.randn(len(images), 3, generator=generator, device=generator.device).to(images.device) * std
-    shift = (alpha * eigval.to(images.device)) @ eigvec.to(images.device).T  # (N, 3)
-    return images + shift[:, :, None, None].to(images.dtype)
+    """Add ``pca_shift`` to every pixel of each image; ``images`` are float RGB in [0, 1] units."""
+    shift = pca_shift(len(images), generator, std, eigval, eigvec).to(images.device, images.dtype)
+    return images + shift[:, :, None, None]
 
 
 @dataclass(frozen=True)
@@ -165,33 +177,38 @@ class Preprocess:
     pca_eigval: tuple[float, ...] = IMAGENET_PCA_EIGVAL
     pca_eigvec: tuple[tuple[float, ...], ...] = IMAGENET_PCA_EIGVEC
 
-    def _finish(self, images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """uint8 or [0, 1]-float images -> normalised, resized, channel-matched model input."""
-        if images.dtype == torch.uint8:
-            images = images.to(torch.float32).div_(255.0)
-        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
-        images = resize((images - mean) / std, self.image_size)
-        if images.shape[1] != self.channels:
-            images = _match_channels(images, self.channels)
-        return images.to(dtype).contiguous(memory_format=torch.channels_last)
+    def _finish(self, images: torch.Tensor, shift: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        """uint8 (or float, 0..255) images plus an optional per-image (N, C) shift in [0, 1] units ->
+        normalised, resized, channel-matched model input."""
+        n, c = images.shape[:2]
+        mean = torch.tensor(self.mean, device=images.device).expand(c).view(1, c, 1, 1)
+        std = torch.tensor(self.std, device=images.device).expand(c).view(1, c, 1, 1)
+        bias = -mean / std
+        if shift is not None:
+            bias = bias + shift.to(images.device).view(n, c, 1, 1) / std
+        # (x / 255 + shift - mean) / std as one multiply-add that also converts uint8 to float.
+        out = torch.addcmul(bias, images, 1.0 / (255.0 * std))
+        out = resize(out, self.image_size)
+        if out.shape[1] != self.channels:
+            out = _match_channels(out, self.channels)
+        return out.to(dtype).contiguous(memory_format=torch.channels_last)
 
     def train(self, images: torch.Tensor, generator: torch.Generator, dtype: torch.dtype = torch.float32):
         """Random training views of a uint8 (N, C, H, W) batch: (N, channels, S, S) float."""
         side = min(images.shape[-1], self.image_size)
         if self.crop == "pad":
-            images = random_crop(images, side, self.padding, generator)
-        if self.flip:
+            images = random_crop(images, side, self.padding, generator, flip=self.flip)
+        elif self.flip:
             images = random_hflip(images, generator)
-        images = images.to(torch.float32).div_(255.0)
         if self.crop == "resized":
-            images = random_resized_crop(images, side, generator, self.scale)
+            images = random_resized_crop(images.float(), side, generator, self.scale)
+        shift = None
         if self.lighting > 0:
             if images.shape[1] != 3:
                 raise ValueError(f"PCA lighting needs RGB images, got {images.shape[1]} channel(s)")
             eigval, eigvec = torch.tensor(self.pca_eigval), torch.tensor(self.pca_eigvec)
-            images = pca_lighting(images, generator, self.lighting, eigval, eigvec)
-        return self._finish(images, dtype)
+            shift = pca_shift(len(images), generator, self.lighting, eigval, eigvec)
+        return self._finish(images, shift, dtype)
 
     def evaluate(self, images: torch.Tensor, tta: str = "none", dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Deterministic views: (V, N, channels, S, S) with V = 1 (``none``: centre crop), 2 (``flip``)
@@ -208,7 +225,7 @@ class Preprocess:
             elif tta != "none":
                 raise ValueError(f"unknown test-time augmentation {tta!r}; use none, flip or ten-crop")
         v, n = views.shape[:2]
-        out = self._finish(views.reshape(v * n, *views.shape[2:]), dtype)
+        out = self._finish(views.reshape(v * n, *views.shape[2:]), None, dtype)
         return out.reshape(v, n, *out.shape[1:])
 
 

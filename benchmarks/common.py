@@ -1,0 +1,56 @@
+"""Shared timing helpers for the benchmarks: warm up, repeat, report mean ± std as one JSON line."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def device_name(device: str = "cpu") -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or "cpu"
+    return f"{model} ({torch.get_num_threads()} threads)"
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def measure(step: Callable[[], object], *, items: int, device: str = "cpu", warmup: int = 2, repeats: int = 5):
+    """Items per second of ``step`` (which handles ``items`` items): a list, one value per repeat."""
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        _sync(device)
+        rates.append(items / (time.perf_counter() - start))
+    return rates
+
+
+def report(name: str, rates: list[float], *, unit: str = "images/s", device: str = "cpu", **extra) -> dict:
+    """Print and return one JSON line: mean ± std of ``rates`` with the device and torch version."""
+    line = {
+        "benchmark": name,
+        "mean": round(statistics.fmean(rates), 1),
+        "std": round(statistics.stdev(rates), 1) if len(rates) > 1 else 0.0,
+        "unit": unit,
+        "device": device_name(device),
+        "torch": torch.__version__,
+        **extra,
+    }
+    print(json.dumps(line), flush=True)
+    return line

