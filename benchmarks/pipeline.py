@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,7 +24,6 @@ import torch
 from PIL import Image
 
 from alexnet.data import BatchLoader, ImageSet, Preprocess, load_splits
-from alexnet.data.augment import IMAGENET_PCA_EIGVAL
 from alexnet.data.folder import load_folder
 from alexnet.runtime import tune_allocator
 
@@ -43,6 +43,25 @@ def _epoch_rate(data: ImageSet, prep: Preprocess, batch: int, device: str, batch
                 break
 
     return measure(run, items=batch * min(batches, len(loader)), device=device, warmup=1, repeats=5)
+
+
+def _training_rate(model_name: str, image_size: int, batch: int, device: str) -> list[float]:
+    """A bare bf16 + channels_last SGD step of the model the pipeline feeds, for the ratio."""
+    from alexnet.models import get_model
+
+    model = get_model(model_name, num_classes=10).to(device).to(memory_format=torch.channels_last)
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    images = torch.randn(batch, 3, image_size, image_size, device=device).to(memory_format=torch.channels_last)
+    labels = torch.randint(0, 10, (batch,), device=device)
+
+    def step() -> None:
+        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(model(images), labels)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+
+    return measure(step, items=batch, device=device, warmup=2, repeats=3)
 
 
 def _cifar(shared: Path | None) -> ImageSet:
@@ -74,12 +93,16 @@ def main() -> None:
     tune_allocator()  # as the CLI does
 
     cifar = _cifar(args.shared)
+    small = report("training alexnet_cifar 32px bf16 (bare step)", _training_rate("alexnet_cifar", 32, 256, device))
+    large = report("training alexnet 224px bf16 (bare step)", _training_rate("alexnet", 224, 128, device))
+
+    def feed(name: str, rates: list[float], trained: dict) -> None:
+        report(name, rates, device=device, x_training=round(statistics.fmean(rates) / trained["mean"], 1))
+
     at32 = Preprocess(image_size=32, channels=3, mean=CIFAR_MEAN, std=CIFAR_STD, padding=4)
-    report(
-        "pipeline cifar 32px (pad-4 crop, flip, normalise)", _epoch_rate(cifar, at32, 256, device, 19), device=device
-    )
+    feed("pipeline cifar 32px (pad-4 crop, flip, normalise)", _epoch_rate(cifar, at32, 256, device, 19), small)
     at224 = Preprocess(image_size=224, channels=3, mean=CIFAR_MEAN, std=CIFAR_STD, padding=4)
-    report("pipeline cifar 32->224px (crop, flip, upscale)", _epoch_rate(cifar, at224, 128, device, 8), device=device)
+    feed("pipeline cifar 32->224px (crop, flip, upscale)", _epoch_rate(cifar, at224, 128, device, 8), large)
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "photos"
@@ -92,17 +115,13 @@ def main() -> None:
         start = time.perf_counter()
         photos = load_folder(folder, Path(tmp) / "cache", storage_size=256, test_fraction=0.1)
         elapsed = time.perf_counter() - start
-        report(
-            "folder decode 500x375 JPEG -> 256px cache (once)", [400 / elapsed], device="cpu", workers=os.cpu_count()
-        )
-        paper = Preprocess(
-            image_size=224, channels=3, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), lighting=0.1
-        )
-        assert paper.pca_eigval == IMAGENET_PCA_EIGVAL
-        report(
+        report("folder decode 500x375 JPEG -> 256px cache (once)", [400 / elapsed], workers=os.cpu_count())
+        imagenet = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+        paper = Preprocess(image_size=224, channels=3, lighting=0.1, **imagenet)
+        feed(
             "pipeline folder 256->224px (crop, flip, PCA lighting)",
             _epoch_rate(photos.train, paper, 64, device, 5),
-            device=device,
+            large,
         )
 
         _write_cifar10_full(Path(tmp) / "cifar-10-batches-py")
