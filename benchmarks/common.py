@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
 
-
-def device_name(device: str = "cpu") -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or "cpu"
-    return f"{model} ({torch.get_num_threads()} threads)"
+from alexnet.runtime import device_name
 
 
 def _sync(device: str) -> None:
@@ -48,7 +38,7 @@ def report(name: str, rates: list[float], *, unit: str = "images/s", device: str
         "mean": round(statistics.fmean(rates), 1),
         "std": round(statistics.stdev(rates), 1) if len(rates) > 1 else 0.0,
         "unit": unit,
-        "device": device_name(device),
+        "device": device_name(),
         "torch": torch.__version__,
         **extra,
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -153,9 +154,93 @@ def data_command(
         typer.echo(f"note: {note}")
 
 
+@app.command("recipes")
+def recipes_command(as_json: JsonFlag = False) -> None:
+    """List the named training recipes."""
+    from alexnet.train.config import DEFAULT_RECIPE, read_recipe, recipe_names
+
+    rows = []
+    for name in recipe_names():
+        settings, description = read_recipe(name)
+        rows.append({"name": name, "model": settings.get("model"), "data": settings.get("data"),
+                     "epochs": settings.get("epochs"), "description": " ".join(description.split())})  # fmt: skip
+    if as_json:
+        _print_json({"recipes": rows, "default": DEFAULT_RECIPE})
+        return
+    for r in rows:
+        default = " (default)" if r["name"] == DEFAULT_RECIPE else ""
+        typer.echo(f"{r['name']}{default}: {r['model']} on {r['data']}, {r['epochs']} epochs")
+        typer.echo(f"    {r['description']}")
+
+
+@app.command("train")
+def train_command(
+    recipe: Annotated[str | None, typer.Option("--recipe", help="Named recipe (see `alexnet recipes`).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Registered model name.")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="Dataset name or folder:PATH.")] = None,
+    root: Annotated[str | None, typer.Option("--root", help="Dataset root.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1)] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Per process.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
+    image_size: Annotated[int | None, typer.Option("--image-size", min=1, help="Model input side, px.")] = None,
+    train_fraction: Annotated[float | None, typer.Option("--train-fraction")] = None,
+    val_fraction: Annotated[float | None, typer.Option("--val-fraction")] = None,
+    hidden: Annotated[str | None, typer.Option("--hidden", help="Classifier hidden widths, e.g. 4096,1024.")] = None,
+    precision: Annotated[str | None, typer.Option("--precision", help="auto, fp32 or bf16.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    devices: Annotated[int | None, typer.Option("--devices", min=1)] = None,
+    compile_model: Annotated[
+        bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model.")
+    ] = None,
+    tta: Annotated[str | None, typer.Option("--tta", help="Final test views: none, flip or ten-crop.")] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="YAML settings (e.g. a run's config.yaml).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/<name>-<time>).")] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run in this directory.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train, validating each epoch, then test; writes a run directory."""
+    from alexnet.train.config import resolve_config
+    from alexnet.train.run import load_resume, train
+
+    overrides = {
+        "model": model, "data": data, "root": root, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+        "image_size": image_size, "train_fraction": train_fraction, "val_fraction": val_fraction, "hidden": hidden,
+        "precision": precision, "seed": seed, "devices": devices, "compile": compile_model, "tta": tta,
+    }  # fmt: skip
+    if resume is not None:
+        if recipe or config_file or out:
+            raise InputError("--resume continues a run as configured; it takes no --recipe, --config or --out")
+        config = load_resume(resume, overrides)
+    else:
+        config = resolve_config(recipe=recipe, config_file=config_file, overrides=overrides)
+    report = train(config, out=out, resume=resume)
+    if as_json:
+        _print_json(report)
+        return
+    top1 = report.get("test_top1")
+    result = f"test top-1 {top1:.2%}, top-5 {report['test_top5']:.2%}" if top1 is not None else "no test split"
+    speed = f"{report['train_time_s']:.0f} s, {report['images_per_s']} images/s"
+    typer.echo(f"{report['model']} on {report['data']}: {result} after {report['epochs']} epochs ({speed})")
+    typer.echo(f"run directory: {report['run_dir']}")
+
+
+def configure_logging() -> None:
+    """Our progress lines on stderr, one per epoch."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    ours = logging.getLogger("alexnet")
+    if not ours.handlers:
+        ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit status (the console script's entry point)."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    configure_logging()
     tune_allocator()
     try:
         # Standalone mode: typer answers --help (0), usage errors (2) and Ctrl-C itself, by SystemExit.
@@ -165,4 +250,29 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as error:
         typer.echo(f"alexnet: error: {error}", err=True)
         return 2
+    except Exception as error:
+        handled = _training_stop(error)
+        if handled is None:
+            raise
+        return handled
     return 0
+
+
+def _training_stop(error: Exception) -> int | None:
+    """Exit status and message for a training run stopped by a signal or a non-finite loss."""
+    # Imported here: these modules import Lightning, which commands that do not train never load.
+    if "alexnet.train.callbacks" not in sys.modules:
+        return None
+    from alexnet.train.callbacks import Interrupted
+    from alexnet.train.task import NonFiniteLoss
+
+    if isinstance(error, Interrupted):
+        run_dir = error.checkpoint.parent.parent
+        typer.echo(f"alexnet: {error}; continue with: alexnet train --resume {run_dir}", err=True)
+        return 128 + (2 if error.signal_name == "SIGINT" else 15)
+    if isinstance(error, NonFiniteLoss):
+        typer.echo(
+            f"alexnet: error: {error}; the last good checkpoint is kept (lower --lr, or clip gradients)", err=True
+        )
+        return 1
+    return None

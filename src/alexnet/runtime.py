@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import platform
 import sys
 
 _M_TRIM_THRESHOLD = -1
@@ -28,3 +29,18 @@ def tune_allocator(threshold_bytes: int = 1 << 30) -> bool:
         return False
     value = ctypes.c_int(min(threshold_bytes, 2**31 - 1))
     return bool(mallopt(_M_MMAP_THRESHOLD, value)) and bool(mallopt(_M_TRIM_THRESHOLD, value))
+
+
+def device_name() -> str:
+    """The GPU's name, else the CPU model with the number of threads torch uses."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model} ({torch.get_num_threads()} threads)"

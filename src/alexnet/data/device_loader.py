@@ -3,7 +3,7 @@ and a disjoint shard per rank for distributed training."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -50,6 +50,7 @@ class BatchLoader:
         world_size: int = 1,
         device: torch.device | str = "cpu",
         max_device_bytes: int = 4 << 30,
+        epoch_source: Callable[[], int] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -58,6 +59,7 @@ class BatchLoader:
         self.rank, self.world_size = rank, world_size
         self.device = torch.device(device)
         self.epoch = 0
+        self.epoch_source = epoch_source  # e.g. the trainer's current epoch, read when an epoch starts
         nbytes = data.images.numel() * data.images.element_size()
         self._gather_on_host = self.device.type != "cpu" and nbytes > max_device_bytes
         self._images = data.images if self._gather_on_host else data.images.to(self.device)
@@ -77,6 +79,8 @@ class BatchLoader:
 
     def indices(self) -> torch.Tensor:
         """This rank's sample indices for the current epoch, in order."""
+        if self.epoch_source is not None:
+            self.epoch = self.epoch_source()
         order = epoch_order(len(self.data), epoch=self.epoch, seed=self.seed, shuffle=self.shuffle)
         return shard(order, self.rank, self.world_size)[: self._shard_length()]
 

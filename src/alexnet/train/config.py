@@ -1,0 +1,149 @@
+"""Training settings: one frozen dataclass, defaults in code, overridden by a recipe (YAML), then flags."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from alexnet.errors import InputError
+
+DEFAULT_RECIPE = "fashion-mnist"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run needs; ``asdict`` of it is stored in every checkpoint and run directory."""
+
+    # what to train, on what
+    model: str = "alexnet_cifar"
+    data: str = "fashion-mnist"
+    root: str | None = None  # dataset root; None: $ALEXNET_DATA or ~/.cache/alexnet/data
+    image_size: int | None = None  # model input side, px; None: the model's default (small-image models: the data's)
+    in_channels: int | None = None  # model input channels; None: the data's (1 for the MNIST family)
+    hidden: tuple[int, ...] | None = None  # classifier hidden widths; None: the model's default
+    dropout: float = 0.5
+    model_options: dict[str, Any] = field(default_factory=dict)  # extra builder keywords (widths, towers, init)
+    train_fraction: float = 1.0
+    val_fraction: float = 0.1  # held out of the training images for validation and best.ckpt
+    storage_size: int = 256  # px, decoded image-folder cache
+    # augmentation
+    crop: Literal["pad", "resized", "none"] = "pad"
+    padding: int = 0  # px, at the stored size
+    flip: bool = True
+    lighting: float = 0.0  # PCA lighting sigma (the paper: 0.1)
+    scale_min: float = 0.08  # smallest area fraction for crop="resized"
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 256  # per process
+    lr: float = 0.05  # peak learning rate
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    decay_norms_and_biases: bool = False  # False spares BatchNorm and bias parameters from weight decay
+    schedule: Literal["onecycle", "cosine", "step", "plateau", "constant"] = "onecycle"
+    warmup_epochs: float = 1.0  # linear warm-up (onecycle, cosine, step)
+    step_epochs: int = 30  # "step": multiply by step_gamma every step_epochs
+    step_gamma: float = 0.1
+    plateau_patience: int = 3  # "plateau" (the paper's schedule): divide by 10 after this many flat epochs
+    label_smoothing: float = 0.0
+    grad_clip: float = 0.0  # max gradient norm; 0 turns clipping off
+    ema_decay: float = 0.0  # exponential moving average of weights, e.g. 0.999; 0 turns it off
+    early_stopping: int = 0  # epochs without val_acc improvement before stopping; 0 turns it off
+    # execution
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    seed: int = 0
+    devices: int = 1
+    tta: Literal["none", "flip", "ten-crop"] = "none"  # test-time augmentation of the final test
+    recipe: str | None = None  # the recipe these settings started from (informational)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes``; unknown names or wrongly typed values raise ``InputError``."""
+        known = {f.name: f for f in fields(self)}
+        for name in changes:
+            if name not in known:
+                raise InputError(f"unknown setting {name!r}; settings are: {', '.join(known)}")
+        return dataclasses.replace(self, **{k: _coerce(known[k], v) for k, v in changes.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (lists for tuples), safe for YAML, JSON and ``torch.load(weights_only=True)``."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def _coerce(spec: dataclasses.Field, value: Any) -> Any:
+    default = spec.default if spec.default is not dataclasses.MISSING else None
+    if spec.name == "hidden" and value is not None:
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        try:
+            return tuple(int(v) for v in value)
+        except (TypeError, ValueError):
+            raise InputError(f"hidden must be widths such as 4096,1024, not {value!r}") from None
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise InputError(f"{spec.name} must be true or false, not {value!r}")
+        return value
+    if isinstance(default, int | float) and value is not None:
+        try:
+            return type(default)(value) if not (isinstance(default, int) and isinstance(value, float)) else value
+        except (TypeError, ValueError):
+            raise InputError(f"{spec.name} must be a number, not {value!r}") from None
+    return value
+
+
+def recipe_names() -> list[str]:
+    """Names of the recipes shipped with the package."""
+    folder = resources.files("alexnet") / "recipes"
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_recipe(name: str) -> tuple[dict[str, Any], str]:
+    """(settings, description) of a shipped recipe; an unknown name raises ``InputError``."""
+    path = resources.files("alexnet") / "recipes" / f"{name}.yaml"
+    if not path.is_file():
+        raise InputError(f"unknown recipe {name!r}; recipes: {', '.join(recipe_names())}")
+    document = yaml.safe_load(path.read_text())
+    description = document.pop("description", "")
+    return document, description
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Settings from a YAML file (a run's ``config.yaml``, or one a user wrote)."""
+    try:
+        document = yaml.safe_load(Path(path).read_text())
+    except OSError as error:
+        raise InputError(f"{path}: cannot be read ({error.strerror})") from None
+    except yaml.YAMLError as error:
+        raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(document, dict):
+        raise InputError(f"{path}: expected a mapping of settings, found {type(document).__name__}")
+    document.pop("description", None)
+    return document
+
+
+def resolve_config(
+    *, recipe: str | None = None, config_file: Path | None = None, overrides: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Defaults, then the recipe (the default recipe when neither a recipe nor a file is given), then a
+    config file, then flags; later ones win. A ``model`` flag naming another model than the recipe's drops
+    the recipe's ``model_options``, ``hidden`` and ``image_size``."""
+    config = TrainConfig()
+    if recipe is None and config_file is None:
+        recipe = DEFAULT_RECIPE
+    if recipe is not None:
+        settings, _ = read_recipe(recipe)
+        config = config.replace(**settings, recipe=recipe)
+    if config_file is not None:
+        config = config.replace(**read_config_file(config_file))
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if "model" in flags and flags["model"] != config.model:
+        # The recipe's head and builder options were chosen for its own model; another model starts from its own.
+        config = config.replace(model_options={}, hidden=None, image_size=None)
+    return config.replace(**flags)

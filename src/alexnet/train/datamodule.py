@@ -1,0 +1,71 @@
+"""The LightningDataModule: our whole-dataset loaders, with batch augmentation on the training device."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+
+from alexnet.data.augment import Preprocess
+from alexnet.data.device_loader import BatchLoader
+from alexnet.data.imageset import Dataset
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Serves uint8 batches of ``dataset`` sharded by rank, and turns them into model inputs after they
+    reach the device (``on_after_batch_transfer``): random training views, or the evaluation views.
+
+    Augmentation randomness comes from a generator seeded by (seed, epoch, rank), so an epoch's
+    batches and augmentations are the same whether or not the run was interrupted before it.
+    """
+
+    def __init__(
+        self, dataset: Dataset, preprocess: Preprocess, *, batch_size: int, seed: int, tta: str = "none"
+    ) -> None:
+        super().__init__()
+        self.dataset, self.preprocess = dataset, preprocess
+        self.batch_size, self.seed, self.tta = batch_size, seed, tta
+        self._generator: torch.Generator | None = None
+        self._generator_epoch = -1
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _loader(self, split, *, train: bool) -> BatchLoader:
+        rank, world = self._rank()
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        return BatchLoader(
+            split,
+            self.batch_size,
+            shuffle=train,
+            drop_last=train,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+            device=device,
+            epoch_source=(lambda: self.trainer.current_epoch) if train and self.trainer is not None else None,
+        )
+
+    def train_dataloader(self) -> BatchLoader:
+        return self._loader(self.dataset.train, train=True)
+
+    def val_dataloader(self) -> BatchLoader | list:
+        return self._loader(self.dataset.val, train=False) if self.dataset.val is not None else []
+
+    def test_dataloader(self) -> BatchLoader:
+        return self._loader(self.dataset.split("test"), train=False)
+
+    def _train_generator(self, device: torch.device) -> torch.Generator:
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        if self._generator is None or self._generator_epoch != epoch:
+            rank, _ = self._rank()
+            self._generator = torch.Generator(device=device).manual_seed((self.seed * 1_000_003 + epoch) * 4099 + rank)
+            self._generator_epoch = epoch
+        return self._generator
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels = batch
+        if self.trainer is not None and self.trainer.training:
+            return self.preprocess.train(images, self._train_generator(images.device)), labels
+        tta = self.tta if self.trainer is not None and self.trainer.testing else "none"
+        return self.preprocess.evaluate(images, tta), labels

@@ -1,0 +1,222 @@
+"""One training run, end to end: check everything, train, test, plot, report and export into a run directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from alexnet.atomic import write_text
+from alexnet.data import Preprocess, channel_stats, load_splits
+from alexnet.data.imageset import Dataset
+from alexnet.errors import InputError
+from alexnet.models import get_model, model_spec
+from alexnet.models.summary import fits, smallest_input_size
+from alexnet.runtime import device_name
+from alexnet.train.config import TrainConfig, read_config_file
+
+log = logging.getLogger("alexnet.train")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run will build, settled before anything is written."""
+
+    config: TrainConfig
+    dataset: Dataset
+    image_size: int
+    in_channels: int
+    model_kwargs: dict
+
+
+def default_run_dir(config: TrainConfig) -> Path:
+    """``runs/<recipe or model-data>-<date>-<time>`` in the working directory."""
+    stem = config.recipe or f"{config.model}-{config.data.replace('folder:', '').replace('/', '_')}"
+    return Path("runs") / f"{stem}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def plan_run(config: TrainConfig) -> Plan:
+    """Check names, load the data and check the input size: every bad input fails here, before any file
+    is written."""
+    spec = model_spec(config.model)
+    dataset = load_splits(
+        config.data,
+        config.root,
+        train_fraction=config.train_fraction,
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+        storage_size=config.storage_size,
+    )
+    stored_channels, stored_side = dataset.train.image_shape[0], dataset.train.image_shape[-1]
+    image_size = config.image_size or (stored_side if spec.image_size <= 32 else spec.image_size)
+    in_channels = config.in_channels or stored_channels
+    kwargs = {"num_classes": len(dataset.train.classes), "in_channels": in_channels, "dropout": config.dropout}
+    if config.hidden is not None:
+        kwargs["hidden"] = tuple(config.hidden)
+    kwargs.update(config.model_options)
+    if spec.adapts_to_image_size:
+        kwargs["image_size"] = image_size
+    with torch.device("meta"):
+        meta_model = get_model(config.model, **kwargs)
+    if not fits(meta_model, (in_channels, image_size, image_size)):
+        smallest = smallest_input_size(meta_model, in_channels)
+        raise InputError(
+            f"{config.model} cannot take {image_size}x{image_size} images; the smallest it takes is {smallest}"
+        )
+    return Plan(config, dataset, image_size, in_channels, kwargs)
+
+
+def build_preprocess(plan: Plan) -> Preprocess:
+    """Normalisation from the training images' statistics, augmentation from the config."""
+    config = plan.config
+    mean, std = channel_stats(plan.dataset.train.images)
+    return Preprocess(
+        image_size=plan.image_size,
+        channels=plan.in_channels,
+        mean=tuple(mean),
+        std=tuple(max(s, 1e-3) for s in std),
+        crop=config.crop,
+        padding=config.padding,
+        flip=config.flip,
+        lighting=config.lighting,
+        scale=(config.scale_min, 1.0),
+    )
+
+
+def load_resume(run_dir: Path, overrides: dict) -> TrainConfig:
+    """The config of an earlier run with ``overrides`` (epochs, devices, precision) applied."""
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    if not (run_dir / "config.yaml").exists():
+        raise InputError(f"{run_dir}: no config.yaml (not a run directory)")
+    if not checkpoint.exists():
+        raise InputError(f"{run_dir}: no checkpoints/last.ckpt to resume from")
+    allowed = {"epochs", "devices", "precision"}
+    refused = sorted(k for k, v in overrides.items() if v is not None and k not in allowed)
+    if refused:
+        changeable = "--epochs, --devices and --precision"
+        raise InputError(
+            f"--resume continues a run as configured; only {changeable} may change, not {', '.join(refused)}"
+        )
+    settings = read_config_file(run_dir / "config.yaml")
+    return TrainConfig().replace(**settings).replace(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def train(
+    config: TrainConfig, *, out: Path | None = None, resume: Path | None = None, callbacks: Sequence = ()
+) -> dict:
+    """Train ``config`` and return the report written to report.json.
+
+    With ``resume`` (a run directory; ``config`` from ``load_resume``) training continues from its
+    ``last.ckpt`` in the same directory. ``callbacks`` are extra Lightning callbacks.
+    """
+    import lightning.pytorch as pl
+
+    from alexnet.train.datamodule import ImageDataModule
+    from alexnet.train.task import ClassificationTask
+    from alexnet.train.trainer import build_trainer
+
+    checkpoint = resume / "checkpoints" / "last.ckpt" if resume is not None else None
+    plan = plan_run(config)
+    run_dir = resume or out or default_run_dir(config)
+    if resume is None and run_dir.exists() and any(run_dir.iterdir()):
+        raise InputError(f"{run_dir}: already holds files; choose another --out or --resume it")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+    pl.seed_everything(config.seed, workers=False, verbose=False)
+    model = get_model(config.model, **plan.model_kwargs)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    preprocess = build_preprocess(plan)
+    data = ImageDataModule(plan.dataset, preprocess, batch_size=config.batch_size, seed=config.seed, tta=config.tta)
+    has_validation = plan.dataset.val is not None
+    world_size = config.devices
+    steps_per_epoch = max(1, len(plan.dataset.train) // world_size // config.batch_size)
+    trainer = build_trainer(
+        config, run_dir, has_validation=has_validation, steps_per_epoch=steps_per_epoch, extra_callbacks=callbacks
+    )
+    task = ClassificationTask(model, config, plan.dataset.train.classes, steps_per_epoch)
+    log.info(
+        "training %s on %s: %d train / %s val / %d test images at %d px, %s, run directory %s",
+        config.model, plan.dataset.name, len(plan.dataset.train), len(plan.dataset.val) if has_validation else 0,
+        len(plan.dataset.test) if plan.dataset.test is not None else 0, plan.image_size, trainer.precision, run_dir,
+    )  # fmt: skip
+    started = time.perf_counter()
+    trainer.fit(task, datamodule=data, ckpt_path=checkpoint, weights_only=True)
+    train_time_s = time.perf_counter() - started
+    return _finish(trainer, task, data, plan, preprocess, run_dir, train_time_s)
+
+
+def _finish(trainer, task, data, plan: Plan, preprocess: Preprocess, run_dir: Path, train_time_s: float) -> dict:
+    """Test the best weights, then write the plots, report.json and the exported model."""
+    from alexnet.export import save_model_dir
+    from alexnet.plots import plot_confusion, plot_curves, plot_predictions
+    from alexnet.train.callbacks import read_metrics
+
+    config = plan.config
+    best = Path(trainer.checkpoint_callback.best_model_path or run_dir / "checkpoints" / "last.ckpt")
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    task.load_state_dict(state)
+    rows = read_metrics(run_dir / "metrics.csv")
+    title = f"{config.model} on {plan.dataset.name}"
+    plot_curves(rows, run_dir / "curves.png", title)
+    test = {}
+    if plan.dataset.test is not None:
+        task.test_predictions.clear()
+        [test] = trainer.test(task, datamodule=data, verbose=False, weights_only=True)
+        matrix = task.test_confusion.compute().cpu().numpy().astype(np.int64)
+        predicted = torch.cat(task.test_predictions).numpy()
+        test_set = plan.dataset.test
+        plot_confusion(matrix, test_set.classes, run_dir / "confusion.png", f"{title}: test confusion")
+        shown = np.linspace(0, len(test_set) - 1, min(32, len(test_set))).astype(int)
+        plot_predictions(
+            test_set.images[shown].numpy(), test_set.labels[shown].tolist(), predicted[shown].tolist(),
+            test_set.classes, run_dir / "predictions.png", f"{title}: test predictions",
+        )  # fmt: skip
+        test = {"test_top1": test["test_top1"], "test_top5": test["test_top5"], "test_loss": test["test_loss"],
+                "test_images": len(test_set), "confusion": matrix.tolist()}  # fmt: skip
+    images_per_s = [float(r["images_per_s"]) for r in rows if r.get("images_per_s")]
+    report = {
+        "model": config.model,
+        "data": plan.dataset.name,
+        "epochs": len(rows),
+        **{k: v for k, v in test.items() if k != "confusion"},
+        "tta": config.tta,
+        "best_val_acc": max((float(r["val_acc"]) for r in rows if r.get("val_acc") not in ("", "nan")), default=None),
+        "train_time_s": round(train_time_s, 1),
+        "images_per_s": round(float(np.median(images_per_s)), 1) if images_per_s else None,
+        "parameters": sum(p.numel() for p in task.model.parameters()),
+        "precision": str(trainer.precision),
+        "device": device_name(),
+        "torch": torch.__version__,
+        "classes": list(plan.dataset.train.classes),
+        "confusion": test.get("confusion"),
+        "run_dir": str(run_dir),
+        "config": config.to_dict(),
+    }
+    write_text(run_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    meta = {
+        "model": config.model,
+        "model_kwargs": plan.model_kwargs,
+        "classes": list(plan.dataset.train.classes),
+        "preprocess": {
+            "image_size": preprocess.image_size,
+            "channels": preprocess.channels,
+            "mean": list(preprocess.mean),
+            "std": list(preprocess.std),
+            "storage_size": plan.dataset.train.image_shape[-1],
+            "padding": preprocess.padding,
+        },  # fmt: skip
+        "data": plan.dataset.name,
+        "test_top1": report.get("test_top1"),
+    }
+    save_model_dir(task.evaluated, run_dir, meta)
+    return report

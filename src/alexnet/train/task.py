@@ -1,0 +1,117 @@
+"""The LightningModule for image classification: loss, metrics, optimiser and schedule from the config."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from alexnet.train.optim import build_optimizer, build_scheduler
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class ClassificationTask(pl.LightningModule):
+    """Trains ``model`` with cross-entropy; logs train/val loss and accuracy per epoch; tests top-1/top-5.
+
+    Batches arrive preprocessed by the data module: (N, C, S, S) float for training and (V, N, C, S, S)
+    views for evaluation, whose softmax outputs are averaged (test-time augmentation).
+    """
+
+    def __init__(self, model: nn.Module, config, classes: tuple[str, ...], steps_per_epoch: int) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.classes = classes
+        self.steps_per_epoch = steps_per_epoch
+        k = len(classes)
+        self.ema = (
+            AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+            if config.ema_decay > 0
+            else None
+        )
+        # Metrics stay on the device and are reduced once per epoch (and across processes).
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_acc = MulticlassAccuracy(k, average="micro")
+        self.val_acc = MulticlassAccuracy(k, average="micro")
+        self.test_top1 = MulticlassAccuracy(k, average="micro")
+        self.test_top5 = MulticlassAccuracy(k, top_k=min(5, k), average="micro")
+        self.test_confusion = MulticlassConfusionMatrix(k)
+        self.test_predictions: list[torch.Tensor] = []
+        # Kept out of the module tree, so checkpoint keys stay those of the plain model (no "_orig_mod.").
+        object.__setattr__(self, "_train_forward", torch.compile(model) if config.compile else model)
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The weights that are validated, tested and exported: the EMA when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.evaluated(images)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        logits = self._train_forward(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(
+                f"the training loss became {loss.item()} at epoch {self.current_epoch}, step {batch_idx}"
+            )
+        self.train_loss.update(loss.detach())
+        self.train_acc.update(logits.detach(), labels)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
+    def on_train_epoch_end(self) -> None:
+        self.log_dict({"train_loss": self.train_loss.compute(), "train_acc": self.train_acc.compute()})
+        self.train_loss.reset()
+        self.train_acc.reset()
+
+    def _views_logits(self, views: torch.Tensor) -> torch.Tensor:
+        """Mean softmax over the views, returned as log-probabilities (N, K)."""
+        v, n = views.shape[:2]
+        logits = self(views.reshape(v * n, *views.shape[2:])).float()
+        probabilities = logits.softmax(-1).reshape(v, n, -1).mean(0)
+        return probabilities.clamp_min(1e-12).log()
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        views, labels = batch
+        log_probabilities = self._views_logits(views)
+        self.val_loss.update(F.nll_loss(log_probabilities, labels))
+        self.val_acc.update(log_probabilities, labels)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict({"val_loss": self.val_loss.compute(), "val_acc": self.val_acc.compute()})
+        self.val_loss.reset()
+        self.val_acc.reset()
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        views, labels = batch
+        log_probabilities = self._views_logits(views)
+        self.test_loss.update(F.nll_loss(log_probabilities, labels))
+        self.test_top1.update(log_probabilities, labels)
+        self.test_top5.update(log_probabilities, labels)
+        self.test_confusion.update(log_probabilities, labels)
+        self.test_predictions.append(log_probabilities.argmax(-1).cpu())
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(
+            {
+                "test_loss": self.test_loss.compute(),
+                "test_top1": self.test_top1.compute(),
+                "test_top5": self.test_top5.compute(),
+            }
+        )
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.model, self.config)
+        return {"optimizer": optimizer, "lr_scheduler": build_scheduler(optimizer, self.config, self.steps_per_epoch)}

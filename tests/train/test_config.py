@@ -1,0 +1,56 @@
+import pytest
+
+from alexnet.errors import InputError
+from alexnet.train.config import DEFAULT_RECIPE, TrainConfig, read_recipe, recipe_names, resolve_config
+
+
+def test_default_is_the_fashion_mnist_recipe():
+    config = resolve_config()
+    assert config.recipe == DEFAULT_RECIPE == "fashion-mnist"
+    assert config.data == "fashion-mnist" and config.model == "alexnet_cifar"
+
+
+def test_precedence_defaults_recipe_file_flags(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 3\nlr: 0.2\n")
+    config = resolve_config(recipe="fashion-mnist", config_file=path, overrides={"lr": 0.05, "seed": None})
+    assert config.epochs == 3 and config.lr == 0.05 and config.seed == 0
+    assert config.hidden == (256,)  # from the recipe
+
+
+def test_run_config_round_trips(tmp_path):
+    import yaml
+
+    config = resolve_config(overrides={"hidden": "64,32", "epochs": 2})
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config.to_dict()))
+    assert resolve_config(config_file=path) == config
+
+
+def test_unknown_setting_and_bad_values_are_input_errors(tmp_path):
+    with pytest.raises(InputError, match="unknown setting 'epoch'"):
+        TrainConfig().replace(epoch=3)
+    with pytest.raises(InputError, match="epochs must be a number"):
+        TrainConfig().replace(epochs="many")
+    with pytest.raises(InputError, match="flip must be true or false"):
+        TrainConfig().replace(flip="yes")
+    with pytest.raises(InputError, match="hidden must be widths"):
+        TrainConfig().replace(hidden="4096,x")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(InputError, match="bad.yaml: expected a mapping"):
+        resolve_config(config_file=bad)
+
+
+def test_every_recipe_reads_and_resolves():
+    names = recipe_names()
+    assert DEFAULT_RECIPE in names
+    for name in names:
+        settings, description = read_recipe(name)
+        assert description, f"{name} has no description"
+        resolve_config(recipe=name)
+
+
+def test_unknown_recipe():
+    with pytest.raises(InputError, match="unknown recipe 'imagenet'; recipes: .*fashion-mnist"):
+        resolve_config(recipe="imagenet")

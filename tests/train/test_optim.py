@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from alexnet.models import get_model
+from alexnet.train.config import TrainConfig
+from alexnet.train.optim import StepSchedule, build_optimizer, build_scheduler, parameter_groups
+
+
+def test_norms_and_biases_are_spared_from_weight_decay():
+    model = get_model("alexnet_cifar", widths=(8, 8, 8, 8, 8), hidden=(16,))
+    decayed, spared = parameter_groups(model, 5e-4, decay_norms_and_biases=False)
+    assert decayed["weight_decay"] == 5e-4 and spared["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decayed["params"]) and all(p.ndim == 1 for p in spared["params"])
+    assert len(parameter_groups(model, 5e-4, decay_norms_and_biases=True)) == 1
+
+
+def test_optimizers():
+    model = torch.nn.Linear(3, 2)
+    sgd = build_optimizer(model, TrainConfig(optimizer="sgd", nesterov=True, momentum=0.9, lr=0.1))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"]
+    assert isinstance(build_optimizer(model, TrainConfig(optimizer="adamw", lr=1e-3)), torch.optim.AdamW)
+
+
+def test_onecycle_warms_up_peaks_and_anneals():
+    schedule = StepSchedule("onecycle", total_steps=100, warmup_steps=10)
+    assert schedule(0) == pytest.approx(1 / 25)
+    assert schedule(10) == pytest.approx(1.0)
+    assert schedule(55) == pytest.approx(0.5, abs=0.01)
+    assert schedule(100) == pytest.approx(1e-4)
+    values = [schedule(t) for t in range(10, 101)]
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
+
+
+def test_step_and_constant():
+    step = StepSchedule("step", total_steps=100, warmup_steps=0, step_size=30, gamma=0.1)
+    assert [step(t) for t in (0, 29, 30, 60)] == pytest.approx([1, 1, 0.1, 0.01])
+    assert StepSchedule("constant", total_steps=10, warmup_steps=2)(5) == 1.0
+
+
+def test_plateau_is_the_papers_divide_by_ten_on_val_acc():
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.01)
+    entry = build_scheduler(optimizer, TrainConfig(schedule="plateau", plateau_patience=1), steps_per_epoch=5)
+    assert entry["monitor"] == "val_acc" and entry["interval"] == "epoch"
+    for acc in (0.5, 0.5, 0.5):
+        entry["scheduler"].step(acc)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.001)
+
+
+def test_warmup_never_takes_a_whole_short_run():
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1.0)
+    entry = build_scheduler(optimizer, TrainConfig(epochs=1, warmup_epochs=1.0), steps_per_epoch=10)
+    assert entry["scheduler"].lr_lambdas[0].warmup_steps == 3

@@ -1,0 +1,205 @@
+"""`alexnet train` end to end on small learnable data in the real MNIST file format."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from alexnet.cli import main
+
+from fileformats import write_learnable_mnist
+
+TINY = [
+    "--model", "alexnet_cifar", "--data", "mnist", "--batch-size", "32", "--lr", "0.05", "--val-fraction", "0.2",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_learnable_mnist(root / "mnist")
+    return root
+
+
+def _tiny_config(tmp_path, epochs=2, **extra):
+    path = tmp_path / "tiny.yaml"
+    settings = {"model_options": {"widths": [8, 16, 16, 16, 16]}, "hidden": [32], "epochs": epochs, **extra}
+    path.write_text(json.dumps(settings))  # JSON is YAML
+    return path
+
+
+def _train(tmp_path, data_root, out, *extra, epochs=2):
+    args = [
+        "train",
+        *TINY,
+        "--root",
+        str(data_root),
+        "--config",
+        str(_tiny_config(tmp_path, epochs)),
+        "--out",
+        str(out),
+    ]
+    return main([*args, *extra])
+
+
+def _metrics(run):
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _comparable(rows):
+    return [{k: v for k, v in r.items() if k not in ("time_s", "images_per_s")} for r in rows]
+
+
+def test_train_writes_the_whole_run_directory(tmp_path, data_root):
+    run = tmp_path / "run"
+    assert _train(tmp_path, data_root, run, epochs=3) == 0
+    for name in ("config.yaml", "metrics.csv", "curves.png", "confusion.png", "predictions.png", "report.json",
+                 "model.safetensors", "model.json", "checkpoints/last.ckpt", "checkpoints/best.ckpt"):  # fmt: skip
+        assert (run / name).exists(), name
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    rows = _metrics(run)
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    assert list(rows[0]) == ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "time_s", "images_per_s"]
+    report = json.loads((run / "report.json").read_text())
+    assert report["test_top1"] > 0.9, report  # the blocks are easy: a working engine learns them
+    assert report["test_images"] == 100 and report["classes"] == list("0123456789")
+    assert sum(map(sum, report["confusion"])) == 100
+    for ckpt in ("last", "best"):
+        loaded = torch.load(run / "checkpoints" / f"{ckpt}.ckpt", weights_only=True)
+        assert "state_dict" in loaded
+    # The config is re-runnable as it stands.
+    assert main(["train", "--config", str(run / "config.yaml"), "--epochs", "1", "--out", str(tmp_path / "again")]) == 0
+
+
+def test_same_seed_same_metrics(tmp_path, data_root):
+    assert _train(tmp_path, data_root, tmp_path / "a") == 0
+    assert _train(tmp_path, data_root, tmp_path / "b") == 0
+    assert _comparable(_metrics(tmp_path / "a")) == _comparable(_metrics(tmp_path / "b"))
+
+
+class _DieAtEpoch(pl.Callback):
+    """Stands in for a kill: the process dies as epoch ``epoch`` starts, after the previous epoch's checkpoint."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise _Killed
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_after_the_first_epoch_matches_an_uninterrupted_run(tmp_path, data_root):
+    from alexnet.train.config import resolve_config
+    from alexnet.train.run import load_resume, train
+
+    config = resolve_config(config_file=_tiny_config(tmp_path, 2)).replace(
+        model="alexnet_cifar", data="mnist", root=str(data_root), batch_size=32, lr=0.05, val_fraction=0.2
+    )
+    train(config, out=tmp_path / "whole")
+    with pytest.raises(_Killed):
+        train(config, out=tmp_path / "cut", callbacks=[_DieAtEpoch(1)])
+    assert [r["epoch"] for r in _metrics(tmp_path / "cut")] == ["0"]
+    train(load_resume(tmp_path / "cut", {}), resume=tmp_path / "cut")
+    assert _comparable(_metrics(tmp_path / "cut")) == _comparable(_metrics(tmp_path / "whole"))
+    whole = json.loads((tmp_path / "whole" / "report.json").read_text())
+    resumed = json.loads((tmp_path / "cut" / "report.json").read_text())
+    assert resumed["test_top1"] == whole["test_top1"] and resumed["test_loss"] == whole["test_loss"]
+
+
+def test_resume_with_more_epochs_extends_a_finished_run(tmp_path, data_root):
+    run = tmp_path / "run"
+    assert _train(tmp_path, data_root, run, epochs=1) == 0
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    assert [r["epoch"] for r in _metrics(run)] == ["0", "1"]
+    assert json.loads((run / "report.json").read_text())["epochs"] == 2
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--model", "resnet50"], "unknown model 'resnet50'"),
+        (["--data", "imagenet"], "unknown dataset 'imagenet'"),
+        (["--model", "alexnet", "--image-size", "32"], "alexnet cannot take 32x32 images; the smallest it takes is 63"),
+        (["--recipe", "nope"], "unknown recipe 'nope'"),
+        (["--hidden", "x"], "hidden must be widths"),
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, data_root, capsys, flags, message):
+    out = tmp_path / "never"
+    assert main(["train", *TINY, "--root", str(data_root), *flags, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_resume_of_something_that_is_not_a_run(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "no config.yaml (not a run directory)" in capsys.readouterr().err
+
+
+def test_model_flag_drops_the_recipes_model_options():
+    from alexnet.train.config import resolve_config
+
+    config = resolve_config(overrides={"model": "alexnet"})
+    assert config.model_options == {} and config.hidden is None
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path, data_root, capsys):
+    run = tmp_path / "run"
+    code = _train(tmp_path, data_root, run, "--lr", "1e30", epochs=2)
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "the training loss became nan" in err.lower() or "the training loss became inf" in err.lower()
+
+
+def _spawn(tmp_path, data_root, out, epochs):
+    args = [sys.executable, "-m", "alexnet", "train", *TINY, "--root", str(data_root),
+            "--config", str(_tiny_config(tmp_path, epochs)), "--out", str(out)]  # fmt: skip
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path, process, timeout_s=120):
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_last_checkpoint_and_says_how_to_resume(tmp_path, data_root, sig):
+    run = tmp_path / "run"
+    process = _spawn(tmp_path, data_root, run, epochs=30)
+    _wait_for(run / "metrics.csv", process)
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode != 0
+    assert f"stopped by {sig.name}" in err and f"--resume {run}" in err
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] >= 1
+    rows = _metrics(run)
+    assert [int(r["epoch"]) for r in rows] == list(range(len(rows)))
+
+
+def test_kill_9_then_resume_keeps_one_row_per_epoch(tmp_path, data_root):
+    run = tmp_path / "run"
+    process = _spawn(tmp_path, data_root, run, epochs=3)
+    _wait_for(run / "checkpoints" / "last.ckpt", process)
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate()
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)  # never half-written
+    assert main(["train", "--resume", str(run)]) == 0
+    rows = _metrics(run)
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    assert saved["epoch"] <= 2
