@@ -23,9 +23,9 @@ data:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
 	fi
 
+# `alexnet train` with no flags: the default recipe (fashion-mnist) into runs/fashion-mnist-<time>/.
 demo: $(STAMP) data
-	$(BIN)/alexnet models
-	$(BIN)/alexnet summary alexnet_cifar --in-channels 1 --image-size 28
+	$(BIN)/alexnet train
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .

@@ -92,3 +92,19 @@ def test_data_errors_exit_2(tmp_path, capsys):
     assert "unknown dataset 'imagenet22k'" in capsys.readouterr().err
     assert main(["data", f"folder:{tmp_path / 'missing'}", "--root", str(tmp_path)]) == 2
     assert "missing: no such folder" in capsys.readouterr().err
+
+
+def test_commands_that_do_not_train_never_import_lightning(tmp_path):
+    from fileformats import write_mnist
+
+    write_mnist(tmp_path / "mnist")
+    for args in (["models"], ["summary", "alexnet"], ["recipes"], ["data", "mnist", "--root", str(tmp_path)]):
+        code = f"import sys; from alexnet.cli import main; main({args!r}); print('lightning' in sys.modules)"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert done.stdout.strip().endswith("False"), args
+
+
+def test_recipes_lists_the_default(capsys):
+    assert main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    assert "fashion-mnist (default)" in out and "cifar10-paper" in out

@@ -203,3 +203,37 @@ def test_kill_9_then_resume_keeps_one_row_per_epoch(tmp_path, data_root):
     rows = _metrics(run)
     assert [r["epoch"] for r in rows] == ["0", "1", "2"]
     assert saved["epoch"] <= 2
+
+
+def test_ema_weights_are_the_ones_exported(tmp_path, data_root):
+    from safetensors.torch import load_file
+
+    path = tmp_path / "ema.yaml"
+    path.write_text(json.dumps({"model_options": {"widths": [8, 16, 16, 16, 16]}, "hidden": [32], "epochs": 2,
+                                "ema_decay": 0.9}))  # fmt: skip
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--root", str(data_root), "--config", str(path), "--out", str(run)]) == 0
+    exported = load_file(run / "model.safetensors")
+    state = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+    key = "classifier.3.weight"
+    assert torch.equal(exported[key], state[f"ema.module.{key}"])
+    assert not torch.equal(exported[key], state[f"model.{key}"])
+
+
+def test_progress_bar_on_a_terminal(tmp_path, data_root):
+    """Under a pseudo-terminal the per-epoch bar shows loss, accuracy and images/s."""
+    import pty
+
+    args = [sys.executable, "-m", "alexnet", "train", *TINY, "--root", str(data_root),
+            "--config", str(_tiny_config(tmp_path, 1)), "--out", str(tmp_path / "run")]  # fmt: skip
+    output = bytearray()
+
+    def read(fd):
+        data = os.read(fd, 1024)
+        output.extend(data)
+        return data
+
+    status = pty.spawn(args, read)
+    text = output.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "img/s=" in text and "loss=" in text and "acc=" in text

@@ -75,8 +75,17 @@ def _layer_macs(module: nn.Module, output: torch.Tensor) -> int:
     return 0
 
 
+def _materialised(model: nn.Module) -> nn.Module:
+    # A meta model's first forward imports torch's reference kernels (~1 s here); uninitialised CPU
+    # storage (no random fill) runs one image through AlexNet or VGG at 224 px in a fraction of that.
+    if any(t.is_meta for t in model.parameters()):
+        return copy.deepcopy(model).to_empty(device="cpu")
+    return model
+
+
 def _forward_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerRow]:
     rows: list[LayerRow] = []
+    device = next(model.parameters()).device
     names = {m: n for n, m in model.named_modules()}
 
     def record(module: nn.Module, _inputs, output: torch.Tensor) -> None:
@@ -90,7 +99,7 @@ def _forward_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> list[Laye
     model.eval()  # one image: BatchNorm in training mode would refuse a single value per channel
     try:
         with torch.no_grad():
-            model(torch.zeros((1, *input_shape), device="meta"))
+            model(torch.zeros((1, *input_shape), device=device))
     finally:
         model.train(was_training)
         for h in handles:
@@ -124,11 +133,10 @@ def summarize(model: nn.Module, name: str, input_shape: tuple[int, ...]) -> Summ
 
     An input the model cannot take raises ``InputError`` naming the smallest side that works.
     """
-    meta = _on_meta(model)
     try:
-        rows = _forward_shapes(meta, input_shape)
+        rows = _forward_shapes(_materialised(model), input_shape)
     except RuntimeError:
-        smallest = smallest_input_size(meta, input_shape[0])
+        smallest = smallest_input_size(model, input_shape[0])
         raise InputError(
             f"{name} cannot take a {input_shape[1]}x{input_shape[2]} input; the smallest that works is "
             f"{smallest}x{smallest}"

@@ -1,0 +1,161 @@
+"""Training images/s through `alexnet train`'s engine against a plain PyTorch loop, in one run.
+
+    .venv/bin/python benchmarks/train_throughput.py [--models alexnet,alexnet_bn,alexnet_cifar] [--steps 8]
+
+For each model: (1) a plain fp32 eager loop fed by a torch DataLoader (the notebook baseline: NCHW,
+resize and normalise per batch), (2) the same bare loop with our choices (bf16 autocast, channels_last,
+our batched pipeline), (3) the Lightning engine that `alexnet train` runs. Reports images/s, the engine's
+speed-up over the plain loop, Lightning's overhead over the bare loop, and model FLOPs utilisation
+against the bf16 matmul peak this benchmark measures first. One JSON line per result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from alexnet.data import BatchLoader, ImageSet, Preprocess
+from alexnet.models import get_model
+from alexnet.models.summary import summarize
+from alexnet.runtime import tune_allocator
+
+from common import measure, report
+
+CASES = {"alexnet": (224, 128), "alexnet_bn": (224, 128), "alexnet_cifar": (32, 256)}
+MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+
+
+def matmul_peak_flops(dtype: torch.dtype, n: int = 4096) -> float:
+    """Best of a few n x n matrix products: the machine's practical peak for ``dtype``."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    rates = measure(lambda: a @ b, items=2 * n**3, warmup=2, repeats=5)
+    return max(rates)
+
+
+def _data(n: int) -> ImageSet:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    return ImageSet(images, torch.randint(0, 10, (n,), generator=generator), tuple(map(str, range(10))))
+
+
+def plain_loop(name: str, size: int, batch: int, steps: int) -> list[float]:
+    """The notebook baseline: DataLoader over uint8 tensors, per-batch resize and normalise, fp32, NCHW."""
+    data = _data(batch * (steps + 2))
+    dataset = torch.utils.data.TensorDataset(data.images, data.labels)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True)
+    model = get_model(name, num_classes=10)
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+
+    def epoch() -> None:
+        for i, (images, labels) in enumerate(loader):
+            x = F.interpolate(images.float() / 255, size=(size, size), mode="bilinear", align_corners=False)
+            loss = F.cross_entropy(model((x - mean) / std), labels)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            if i + 1 == steps:
+                break
+
+    return measure(epoch, items=batch * steps, warmup=1, repeats=3)
+
+
+def bare_loop(name: str, size: int, batch: int, steps: int) -> list[float]:
+    """Our choices without Lightning: BatchLoader, batched Preprocess, bf16 autocast, channels_last."""
+    model = get_model(name, num_classes=10).to(memory_format=torch.channels_last)
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    prep = Preprocess(image_size=size, channels=3, mean=MEAN, std=STD, padding=4)
+    loader = BatchLoader(_data(batch * (steps + 2)), batch, shuffle=True, drop_last=True)
+    generator = torch.Generator().manual_seed(0)
+
+    def epoch() -> None:
+        for i, (images, labels) in enumerate(loader):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = F.cross_entropy(model(prep.train(images, generator)), labels)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            if i + 1 == steps:
+                break
+
+    return measure(epoch, items=batch * steps, warmup=1, repeats=3)
+
+
+def engine(name: str, size: int, batch: int, steps: int) -> list[float]:
+    """`alexnet train`'s engine: Lightning Trainer, our task, data module and callbacks, bf16 autocast."""
+    import tempfile
+    from pathlib import Path
+
+    import lightning.pytorch as pl
+
+    from alexnet.data.imageset import Dataset
+    from alexnet.train.config import TrainConfig
+    from alexnet.train.datamodule import ImageDataModule
+    from alexnet.train.task import ClassificationTask
+    from alexnet.train.trainer import build_trainer
+
+    repeats = 3
+    data = _data(batch * (steps + 1) * (repeats + 1))
+    config = TrainConfig(model=name, epochs=repeats + 1, batch_size=batch, lr=0.01, precision="bf16")
+    per_epoch = len(data) // batch
+    rates: list[float] = []
+
+    class Clock(pl.Callback):
+        # Time optimiser steps after the first epoch (warm-up), excluding the epoch's first step.
+        def on_train_batch_start(self, trainer, pl_module, batch_, batch_idx) -> None:
+            if batch_idx == 1:
+                self.start = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch_, batch_idx) -> None:
+            if batch_idx == steps and trainer.current_epoch > 0:
+                rates.append(batch * (steps - 1) / (time.perf_counter() - self.start))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = build_trainer(config, Path(tmp), has_validation=False, steps_per_epoch=per_epoch,
+                                extra_callbacks=[Clock()])  # fmt: skip
+        trainer.fit_loop.epoch_loop.max_steps = -1
+        trainer.limit_train_batches = steps + 1
+        model = get_model(name, num_classes=10).to(memory_format=torch.channels_last)
+        task = ClassificationTask(model, config, data.classes, per_epoch)
+        prep = Preprocess(image_size=size, channels=3, mean=MEAN, std=STD, padding=4)
+        module = ImageDataModule(Dataset("synthetic", data, None), prep, batch_size=batch, seed=0)
+        trainer.fit(task, datamodule=module)
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", default=",".join(CASES))
+    parser.add_argument("--steps", type=int, default=8)
+    args = parser.parse_args()
+    tune_allocator()  # as the CLI does
+    peak = matmul_peak_flops(torch.bfloat16)
+    report("bf16 matmul peak (4096^3)", [peak / 1e9], unit="GFLOP/s")
+    report("fp32 matmul peak (4096^3)", [matmul_peak_flops(torch.float32) / 1e9], unit="GFLOP/s")
+    for name in args.models.split(","):
+        size, batch = CASES[name]
+        with torch.device("meta"):
+            macs = summarize(get_model(name, num_classes=10), name, (3, size, size)).macs
+        train_flops = 3 * 2 * macs  # forward, then backward at about twice the forward
+        plain = plain_loop(name, size, batch, args.steps)
+        report(f"{name} {size}px b{batch}: plain fp32 loop + DataLoader", plain)
+        bare = bare_loop(name, size, batch, args.steps)
+        report(f"{name} {size}px b{batch}: bare loop, bf16 + channels_last + our pipeline", bare)
+        ours = engine(name, size, batch, args.steps)
+        speed = statistics.fmean(ours)
+        report(
+            f"{name} {size}px b{batch}: alexnet train engine (Lightning)",
+            ours,
+            x_plain=round(speed / statistics.fmean(plain), 2),
+            lightning_overhead_pct=round(100 * (1 - speed / statistics.fmean(bare)), 1),
+            mfu_pct_of_bf16_peak=round(100 * speed * train_flops / peak, 1),
+            train_gflop_per_image=round(train_flops / 1e9, 3),
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Every shipped recipe takes one real training step on small files in its dataset's real format."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexnet.train.config import read_recipe, recipe_names, resolve_config
+
+from fileformats import write_cifar10, write_learnable_mnist
+
+pytestmark = pytest.mark.slow
+
+
+class _OneStep:
+    """Stops training after its first optimiser step (then validation and the test still run)."""
+
+    def __new__(cls):
+        import lightning.pytorch as pl
+
+        class OneStep(pl.Callback):
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                trainer.should_stop = True
+
+        return OneStep()
+
+
+def _data_for(name: str, root):
+    data = read_recipe(name)[0]["data"]
+    if data == "cifar10":
+        write_cifar10(root / "cifar-10-batches-py", rows_per_batch=4)
+        return {}
+    if data in ("mnist", "fashion-mnist"):
+        write_learnable_mnist(root / data, train=40, test=10)
+        return {}
+    folder = root / "flowers"
+    rng = np.random.default_rng(0)
+    for c in ("daisy", "dandelion", "rose", "sunflower", "tulip"):
+        (folder / c).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(folder / c / f"{i}.jpg")
+    return {"data": f"folder:{folder}"}
+
+
+@pytest.mark.parametrize("name", recipe_names())
+def test_recipe_takes_a_training_step(tmp_path, name):
+    from alexnet.train.run import train
+
+    overrides = {"root": str(tmp_path), "batch_size": 4, "epochs": 1, "val_fraction": 0.25, **_data_for(name, tmp_path)}
+    config = resolve_config(recipe=name).replace(**overrides)
+    report = train(config, out=tmp_path / "run", callbacks=[_OneStep()])
+    assert report["epochs"] == 1 and report["test_images"] > 0
+    assert (tmp_path / "run" / "model.safetensors").exists()

@@ -1,0 +1,15 @@
+import pytest
+
+from alexnet.train import trainer
+from alexnet.train.trainer import resolve_precision
+
+
+def test_explicit_precisions():
+    assert resolve_precision("fp32", "cpu") == "32-true"
+    assert resolve_precision("bf16", "cpu") == "bf16-mixed"
+
+
+@pytest.mark.parametrize(("fast", "expected"), [(True, "bf16-mixed"), (False, "32-true")])
+def test_auto_is_bf16_only_where_the_cpu_does_bf16_fast(monkeypatch, fast, expected):
+    monkeypatch.setattr(trainer, "cpu_supports_bf16", lambda: fast)
+    assert resolve_precision("auto", "cpu") == expected
