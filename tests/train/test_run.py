@@ -221,19 +221,28 @@ def test_ema_weights_are_the_ones_exported(tmp_path, data_root):
 
 
 def test_progress_bar_on_a_terminal(tmp_path, data_root):
-    """Under a pseudo-terminal the per-epoch bar shows loss, accuracy and images/s."""
+    """On a 120-column pseudo-terminal the per-epoch bar shows loss, accuracy and images/s."""
+    import fcntl
     import pty
+    import struct
+    import termios
 
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     args = [sys.executable, "-m", "alexnet", "train", *TINY, "--root", str(data_root),
             "--config", str(_tiny_config(tmp_path, 1)), "--out", str(tmp_path / "run")]  # fmt: skip
+    process = subprocess.Popen(args, stdin=terminal, stdout=terminal, stderr=terminal)
+    os.close(terminal)
     output = bytearray()
-
-    def read(fd):
-        data = os.read(fd, 1024)
-        output.extend(data)
-        return data
-
-    status = pty.spawn(args, read)
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the terminal closed: the process has exited
+            break
+        if not chunk:
+            break
+        output.extend(chunk)
+    os.close(controller)
     text = output.decode(errors="replace")
-    assert os.waitstatus_to_exitcode(status) == 0, text
-    assert "img/s=" in text and "loss=" in text and "acc=" in text
+    assert process.wait(timeout=60) == 0, text
+    assert "img/s=" in text and "loss=" in text and "acc=" in text, text

@@ -43,12 +43,12 @@ class EpochMetrics(pl.Callback):
 
     The file is rewritten atomically after every epoch from the rows of earlier epochs, so a run killed at
     any moment and resumed from its checkpoint holds one row for each epoch that checkpoint had finished
-    (Lightning's CSVLogger appends per logging step and cannot promise that across kills). Also logs one
-    plain line per epoch; the progress bar, when there is one, shows the same figures live.
+    (Lightning's CSVLogger appends per logging step and cannot promise that across kills). With
+    ``log_lines`` it also logs one plain line per epoch, for when there is no progress bar.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, *, log_lines: bool = True) -> None:
+        self.path, self.log_lines = path, log_lines
         self.rows: list[dict[str, str]] = []
         self._start = self._train_end = 0.0
         self._images = 0
@@ -89,6 +89,8 @@ class EpochMetrics(pl.Callback):
         writer.writeheader()
         writer.writerows(self.rows)
         write_text(self.path, buffer.getvalue())
+        if not self.log_lines:
+            return
         shown = f"  val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}" if "val_acc" in val else ""
         log.info(
             "epoch %d/%d  lr %.3g  train_loss %.4f  train_acc %.4f%s  %.1f s  %.0f images/s",
@@ -157,10 +159,22 @@ class GracefulStop(pl.Callback):
             with contextlib.suppress(ValueError):
                 self._previous[sig] = signal.signal(sig, self._handler)
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def _stop_if_signalled(self, trainer) -> None:
         if self.received:
             trainer.save_checkpoint(self.checkpoint)
             raise Interrupted(self.received, self.checkpoint)
+
+    # Checked after every training and validation step and at each epoch end: always before Lightning's own
+    # SIGTERM check, which would exit with status 0 and no checkpoint.
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._stop_if_signalled(trainer)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if trainer.training:
+            self._stop_if_signalled(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._stop_if_signalled(trainer)
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         for sig, handler in self._previous.items():

@@ -118,7 +118,9 @@ def train(
     ``last.ckpt`` in the same directory. ``callbacks`` are extra Lightning callbacks.
     """
     import lightning.pytorch as pl
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from alexnet.train.callbacks import Interrupted
     from alexnet.train.datamodule import ImageDataModule
     from alexnet.train.task import ClassificationTask
     from alexnet.train.trainer import build_trainer
@@ -150,7 +152,12 @@ def train(
         len(plan.dataset.test) if plan.dataset.test is not None else 0, plan.image_size, trainer.precision, run_dir,
     )  # fmt: skip
     started = time.perf_counter()
-    trainer.fit(task, datamodule=data, ckpt_path=checkpoint, weights_only=True)
+    try:
+        trainer.fit(task, datamodule=data, ckpt_path=checkpoint, weights_only=True)
+    except SIGTERMException:
+        # Lightning's own SIGTERM exit (status 0) when the signal lands between our checks, e.g. while
+        # an epoch-end checkpoint is written: report it as the interruption it is.
+        raise Interrupted("SIGTERM", run_dir / "checkpoints" / "last.ckpt") from None
     train_time_s = time.perf_counter() - started
     return _finish(trainer, task, data, plan, preprocess, run_dir, train_time_s)
 

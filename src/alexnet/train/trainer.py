@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -54,15 +55,24 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "bf16-mixed" if cpu_supports_bf16() else "32-true"
 
 
+def _is_terminal(stream) -> bool:
+    # A pseudo-terminal of zero width (some CI runners) would draw empty bars.
+    try:
+        return stream.isatty() and os.get_terminal_size(stream.fileno()).columns > 0
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def build_trainer(
     config, run_dir: Path, *, has_validation: bool, steps_per_epoch: int, extra_callbacks: Sequence = ()
 ) -> pl.Trainer:
     """A Trainer writing into ``run_dir``: checkpoints/{last,best}.ckpt, tensorboard/, metrics.csv."""
     accelerator = "gpu" if torch.cuda.is_available() else "cpu"
     checkpoints = run_dir / "checkpoints"
+    interactive = _is_terminal(sys.stdout)  # Lightning's bars draw on stdout; else one plain line per epoch
     monitor = {"monitor": "val_acc", "mode": "max"} if has_validation else {}
     callbacks = [
-        EpochMetrics(run_dir / "metrics.csv"),
+        EpochMetrics(run_dir / "metrics.csv", log_lines=not interactive),
         ModelCheckpoint(
             dirpath=checkpoints,
             filename="best",
@@ -84,7 +94,6 @@ def build_trainer(
         logging.getLogger(name).setLevel(logging.WARNING)
     # A resumed run writes into its own checkpoint folder on purpose.
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-    interactive = sys.stderr.isatty()
     if interactive:
         callbacks.append(ImagesPerSecondBar())
     return pl.Trainer(
