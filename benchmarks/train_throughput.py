@@ -22,6 +22,8 @@ from alexnet.data import BatchLoader, ImageSet, Preprocess
 from alexnet.models import get_model
 from alexnet.models.summary import summarize
 from alexnet.runtime import tune_allocator
+from alexnet.train.config import TrainConfig
+from alexnet.train.optim import build_optimizer
 
 from common import measure, report
 
@@ -65,9 +67,10 @@ def plain_loop(name: str, size: int, batch: int, steps: int) -> list[float]:
 
 
 def bare_loop(name: str, size: int, batch: int, steps: int) -> list[float]:
-    """Our choices without Lightning: BatchLoader, batched Preprocess, bf16 autocast, channels_last."""
+    """Our choices without Lightning: BatchLoader, batched Preprocess, bf16 autocast, channels_last, and the
+    engine's optimiser (fused SGD, Nesterov, weight decay), so the difference to the engine is Lightning's."""
     model = get_model(name, num_classes=10).to(memory_format=torch.channels_last)
-    optimiser = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    optimiser = build_optimizer(model, TrainConfig(model=name, lr=0.01))  # the engine's optimiser, step for step
     prep = Preprocess(image_size=size, channels=3, mean=MEAN, std=STD, padding=4)
     loader = BatchLoader(_data(batch * (steps + 2)), batch, shuffle=True, drop_last=True)
     generator = torch.Generator().manual_seed(0)
@@ -93,7 +96,6 @@ def engine(name: str, size: int, batch: int, steps: int) -> list[float]:
     import lightning.pytorch as pl
 
     from alexnet.data.imageset import Dataset
-    from alexnet.train.config import TrainConfig
     from alexnet.train.datamodule import ImageDataModule
     from alexnet.train.task import ClassificationTask
     from alexnet.train.trainer import build_trainer
@@ -105,14 +107,15 @@ def engine(name: str, size: int, batch: int, steps: int) -> list[float]:
     rates: list[float] = []
 
     class Clock(pl.Callback):
-        # Time optimiser steps after the first epoch (warm-up), excluding the epoch's first step.
+        # Time batches 1..steps (each epoch runs steps + 1; batch 0 absorbs the epoch's start-up) of every
+        # epoch after the first (warm-up).
         def on_train_batch_start(self, trainer, pl_module, batch_, batch_idx) -> None:
             if batch_idx == 1:
                 self.start = time.perf_counter()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch_, batch_idx) -> None:
             if batch_idx == steps and trainer.current_epoch > 0:
-                rates.append(batch * (steps - 1) / (time.perf_counter() - self.start))
+                rates.append(batch * steps / (time.perf_counter() - self.start))
 
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(config, Path(tmp), has_validation=False, steps_per_epoch=per_epoch,
