@@ -22,8 +22,8 @@ from alexnet.data import BatchLoader, ImageSet, Preprocess
 from alexnet.models import get_model
 from alexnet.models.summary import summarize
 from alexnet.runtime import tune_allocator
-from alexnet.train.config import TrainConfig
-from alexnet.train.optim import build_optimizer
+from alexnet.training.config import TrainConfig
+from alexnet.training.optim import build_optimizer
 
 from common import measure, report
 
@@ -96,9 +96,9 @@ def engine(name: str, size: int, batch: int, steps: int) -> list[float]:
     import lightning.pytorch as pl
 
     from alexnet.data.imageset import Dataset
-    from alexnet.train.datamodule import ImageDataModule
-    from alexnet.train.task import ClassificationTask
-    from alexnet.train.trainer import build_trainer
+    from alexnet.training.datamodule import ImageDataModule
+    from alexnet.training.task import ClassificationTask
+    from alexnet.training.trainer import build_trainer
 
     repeats = 3
     data = _data(batch * (steps + 1) * (repeats + 1))

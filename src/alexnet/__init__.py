@@ -7,7 +7,8 @@ import importlib
 __version__ = "0.1.0"
 
 # Public name -> the module that defines it. Loaded on first use, so `alexnet --help` and commands that
-# fail on their arguments answer without importing torch (~1.4 s here).
+# fail on their arguments answer without importing torch (~1.4 s here), and only training loads Lightning.
+# The engine's package is `alexnet.training`: DESIGN.md's `alexnet.train(config)` is the function.
 _EXPORTS = {
     "InputError": "alexnet.errors",
     "create_model": "alexnet.models",
@@ -16,6 +17,9 @@ _EXPORTS = {
     "model_spec": "alexnet.models",
     "load_dataset": "alexnet.data",
     "load_splits": "alexnet.data",
+    "TrainConfig": "alexnet.training.config",
+    "resolve_config": "alexnet.training.config",
+    "train": "alexnet.training.run",
 }
 __all__ = list(_EXPORTS)
 

@@ -157,7 +157,7 @@ def data_command(
 @app.command("recipes")
 def recipes_command(as_json: JsonFlag = False) -> None:
     """List the named training recipes."""
-    from alexnet.train.config import DEFAULT_RECIPE, read_recipe, recipe_names
+    from alexnet.training.config import DEFAULT_RECIPE, read_recipe, recipe_names
 
     rows = []
     for name in recipe_names():
@@ -201,8 +201,8 @@ def train_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Train, validating each epoch, then test; writes a run directory."""
-    from alexnet.train.config import resolve_config
-    from alexnet.train.run import load_resume, train
+    from alexnet.training.config import resolve_config
+    from alexnet.training.run import load_resume, train
 
     overrides = {
         "model": model, "data": data, "root": root, "epochs": epochs, "batch_size": batch_size, "lr": lr,
@@ -261,10 +261,10 @@ def main(argv: list[str] | None = None) -> int:
 def _training_stop(error: Exception) -> int | None:
     """Exit status and message for a training run stopped by a signal or a non-finite loss."""
     # Imported here: these modules import Lightning, which commands that do not train never load.
-    if "alexnet.train.callbacks" not in sys.modules:
+    if "alexnet.training.callbacks" not in sys.modules:
         return None
-    from alexnet.train.callbacks import Interrupted
-    from alexnet.train.task import NonFiniteLoss
+    from alexnet.training.callbacks import Interrupted
+    from alexnet.training.task import NonFiniteLoss
 
     if isinstance(error, Interrupted):
         run_dir = error.checkpoint.parent.parent

@@ -42,6 +42,7 @@ def test_image_size_reaches_only_builders_that_use_it():
 
 def test_package_exports_the_public_api():
     assert alexnet.create_model is alexnet.get_model
+    assert callable(alexnet.train) and alexnet.resolve_config().recipe == "fashion-mnist"
     assert alexnet.list_models() == EXPECTED
     with pytest.raises(AttributeError):
         alexnet.no_such_thing  # noqa: B018

@@ -1,7 +1,7 @@
 import pytest
 
-from alexnet.train import trainer
-from alexnet.train.trainer import resolve_precision
+from alexnet.training import trainer
+from alexnet.training.trainer import resolve_precision
 
 
 def test_explicit_precisions():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet.train.config import read_recipe, recipe_names, resolve_config
+from alexnet.training.config import read_recipe, recipe_names, resolve_config
 
 from fileformats import write_cifar10, write_learnable_mnist
 
@@ -43,7 +43,7 @@ def _data_for(name: str, root):
 
 @pytest.mark.parametrize("name", recipe_names())
 def test_recipe_takes_a_training_step(tmp_path, name):
-    from alexnet.train.run import train
+    from alexnet.training.run import train
 
     overrides = {"root": str(tmp_path), "batch_size": 4, "epochs": 1, "val_fraction": 0.25, **_data_for(name, tmp_path)}
     config = resolve_config(recipe=name).replace(**overrides)

@@ -101,8 +101,8 @@ class _Killed(Exception):
 
 
 def test_resume_after_the_first_epoch_matches_an_uninterrupted_run(tmp_path, data_root):
-    from alexnet.train.config import resolve_config
-    from alexnet.train.run import load_resume, train
+    from alexnet.training.config import resolve_config
+    from alexnet.training.run import load_resume, train
 
     config = resolve_config(config_file=_tiny_config(tmp_path, 2)).replace(
         model="alexnet_cifar", data="mnist", root=str(data_root), batch_size=32, lr=0.05, val_fraction=0.2
@@ -150,7 +150,7 @@ def test_resume_of_something_that_is_not_a_run(tmp_path, capsys):
 
 
 def test_model_flag_drops_the_recipes_model_options():
-    from alexnet.train.config import resolve_config
+    from alexnet.training.config import resolve_config
 
     config = resolve_config(overrides={"model": "alexnet"})
     assert config.model_options == {} and config.hidden is None

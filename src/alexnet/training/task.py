@@ -10,7 +10,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from alexnet.train.optim import build_optimizer, build_scheduler
+from alexnet.training.optim import build_optimizer, build_scheduler
 
 
 class NonFiniteLoss(RuntimeError):

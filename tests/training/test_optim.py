@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from alexnet.models import get_model
-from alexnet.train.config import TrainConfig
-from alexnet.train.optim import StepSchedule, build_optimizer, build_scheduler, parameter_groups
+from alexnet.training.config import TrainConfig
+from alexnet.training.optim import StepSchedule, build_optimizer, build_scheduler, parameter_groups
 
 
 def test_norms_and_biases_are_spared_from_weight_decay():

@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from alexnet.atomic import atomic_path
-from alexnet.train.callbacks import EpochMetrics, GracefulStop, ImagesPerSecondBar, ReseedEachEpoch
+from alexnet.training.callbacks import EpochMetrics, GracefulStop, ImagesPerSecondBar, ReseedEachEpoch
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -1,7 +1,7 @@
 import pytest
 
 from alexnet.errors import InputError
-from alexnet.train.config import DEFAULT_RECIPE, TrainConfig, read_recipe, recipe_names, resolve_config
+from alexnet.training.config import DEFAULT_RECIPE, TrainConfig, read_recipe, recipe_names, resolve_config
 
 
 def test_default_is_the_fashion_mnist_recipe():

@@ -21,7 +21,7 @@ from alexnet.errors import InputError
 from alexnet.models import get_model, model_spec
 from alexnet.models.summary import fits, smallest_input_size
 from alexnet.runtime import device_name
-from alexnet.train.config import TrainConfig, read_config_file
+from alexnet.training.config import TrainConfig, read_config_file
 
 log = logging.getLogger("alexnet.train")
 
@@ -120,10 +120,10 @@ def train(
     import lightning.pytorch as pl
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from alexnet.train.callbacks import Interrupted
-    from alexnet.train.datamodule import ImageDataModule
-    from alexnet.train.task import ClassificationTask
-    from alexnet.train.trainer import build_trainer
+    from alexnet.training.callbacks import Interrupted
+    from alexnet.training.datamodule import ImageDataModule
+    from alexnet.training.task import ClassificationTask
+    from alexnet.training.trainer import build_trainer
 
     checkpoint = resume / "checkpoints" / "last.ckpt" if resume is not None else None
     plan = plan_run(config)
@@ -166,7 +166,7 @@ def _finish(trainer, task, data, plan: Plan, preprocess: Preprocess, run_dir: Pa
     """Test the best weights, then write the plots, report.json and the exported model."""
     from alexnet.export import save_model_dir
     from alexnet.plots import plot_confusion, plot_curves, plot_predictions
-    from alexnet.train.callbacks import read_metrics
+    from alexnet.training.callbacks import read_metrics
 
     config = plan.config
     best = Path(trainer.checkpoint_callback.best_model_path or run_dir / "checkpoints" / "last.ckpt")
