@@ -246,3 +246,15 @@ def test_progress_bar_on_a_terminal(tmp_path, data_root):
     text = output.decode(errors="replace")
     assert process.wait(timeout=60) == 0, text
     assert "img/s=" in text and "loss=" in text and "acc=" in text, text
+
+
+@pytest.mark.slow
+def test_compiled_training_exports_plain_keys(tmp_path, data_root):
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    assert _train(tmp_path, data_root, run, "--compile", epochs=1) == 0
+    keys = list(load_file(run / "model.safetensors"))
+    assert keys and not [k for k in keys if "_orig_mod" in k]
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert not [k for k in state if "_orig_mod" in k]
