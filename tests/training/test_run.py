@@ -187,9 +187,12 @@ def test_signal_saves_last_checkpoint_and_says_how_to_resume(tmp_path, data_root
     _, err = process.communicate(timeout=120)
     assert process.returncode != 0
     assert f"stopped by {sig.name}" in err and f"--resume {run}" in err
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] >= 1
+    assert "state_dict" in torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     rows = _metrics(run)
     assert [int(r["epoch"]) for r in rows] == list(range(len(rows)))
+    # The saved step resumes to the end with one row per epoch.
+    assert main(["train", "--resume", str(run)]) == 0
+    assert [int(r["epoch"]) for r in _metrics(run)] == list(range(30))
 
 
 def test_kill_9_then_resume_keeps_one_row_per_epoch(tmp_path, data_root):
