@@ -198,7 +198,9 @@ def _finish(trainer, task, data, plan: Plan, preprocess: Preprocess, run_dir: Pa
         **{k: v for k, v in test.items() if k != "confusion"},
         "tta": config.tta,
         "best_val_acc": max((float(r["val_acc"]) for r in rows if r.get("val_acc") not in ("", "nan")), default=None),
-        "train_time_s": round(train_time_s, 1),
+        # Every epoch's time, those before a resume included; fit_wall_s is this invocation's fit alone.
+        "train_time_s": round(sum(float(r["time_s"]) for r in rows if r.get("time_s")), 1),
+        "fit_wall_s": round(train_time_s, 1),
         "images_per_s": round(float(np.median(images_per_s)), 1) if images_per_s else None,
         "parameters": sum(p.numel() for p in task.model.parameters()),
         "precision": str(trainer.precision),
