@@ -67,8 +67,9 @@ def _training_rate(model_name: str, image_size: int, batch: int, device: str) ->
 def _cifar(shared: Path | None) -> ImageSet:
     if shared and (shared / "cifar10-train-subset").exists():
         return load_splits("cifar10", shared / "cifar10-train-subset").train
-    images = torch.randint(0, 256, (5000, 3, 32, 32), dtype=torch.uint8)
-    return ImageSet(images, torch.randint(0, 10, (5000,)), tuple(map(str, range(10))))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5000, 3, 32, 32), dtype=np.uint8)
+    return ImageSet(images, rng.integers(0, 10, 5000), tuple(map(str, range(10))))
 
 
 def _write_cifar10_full(folder: Path) -> None:
@@ -131,7 +132,7 @@ def main() -> None:
             "page = os.sysconf('SC_PAGE_SIZE') / 2**20; "
             "rss = lambda: int(open('/proc/self/statm').read().split()[1]) * page; "
             f"before = rss(); d = load_splits('cifar10', {tmp!r}); after = rss(); "
-            "raw = (d.train.images.numel() + d.test.images.numel()) / 2**20; "
+            "raw = (d.train.images.nbytes + d.test.images.nbytes) / 2**20; "
             "print(json.dumps([before, after, raw, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]))"
         )
         before, after, raw, peak = json.loads(subprocess.check_output([sys.executable, "-c", probe], text=True))

@@ -15,11 +15,12 @@ import argparse
 import statistics
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from alexnet.data import BatchLoader, ImageSet, Preprocess
-from alexnet.models import get_model
+from alexnet.models import get_architecture, get_model
 from alexnet.models.summary import summarize
 from alexnet.runtime import tune_allocator
 from alexnet.training.config import TrainConfig
@@ -39,15 +40,15 @@ def matmul_peak_flops(dtype: torch.dtype, n: int = 4096) -> float:
 
 
 def _data(n: int) -> ImageSet:
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=generator)
-    return ImageSet(images, torch.randint(0, 10, (n,), generator=generator), tuple(map(str, range(10))))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+    return ImageSet(images, rng.integers(0, 10, n), tuple(map(str, range(10))))
 
 
 def plain_loop(name: str, size: int, batch: int, steps: int) -> list[float]:
     """The notebook baseline: DataLoader over uint8 tensors, per-batch resize and normalise, fp32, NCHW."""
     data = _data(batch * (steps + 2))
-    dataset = torch.utils.data.TensorDataset(data.images, data.labels)
+    dataset = torch.utils.data.TensorDataset(torch.from_numpy(data.images), torch.from_numpy(data.labels))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True)
     model = get_model(name, num_classes=10)
     optimiser = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -141,8 +142,7 @@ def main() -> None:
     report("fp32 matmul peak (4096^3)", [matmul_peak_flops(torch.float32) / 1e9], unit="GFLOP/s")
     for name in args.models.split(","):
         size, batch = CASES[name]
-        with torch.device("meta"):
-            macs = summarize(get_model(name, num_classes=10), name, (3, size, size)).macs
+        macs = summarize(get_architecture(name, num_classes=10), name, (3, size, size)).macs
         train_flops = 3 * 2 * macs  # forward, then backward at about twice the forward
         plain = plain_loop(name, size, batch, args.steps)
         report(f"{name} {size}px b{batch}: plain fp32 loop + DataLoader", plain)

@@ -48,16 +48,12 @@ def _print_json(obj: dict) -> None:
 @app.command("models")
 def models_command(as_json: JsonFlag = False) -> None:
     """List the architectures with parameter counts and default input sizes."""
-    import torch
-
-    from alexnet.models import get_model, list_models, model_spec
+    from alexnet.models import get_architecture, list_models, model_spec
 
     rows = []
     for name in list_models():
         spec = model_spec(name)
-        with torch.device("meta"):  # counts only: nothing is allocated or initialised
-            model = get_model(name)
-        params = sum(p.numel() for p in model.parameters())
+        params = get_architecture(name).params  # from the plan: no torch, nothing built
         rows.append({"name": name, "params": params, "image_size": spec.image_size, "description": spec.description})
     if as_json:
         _print_json({"models": rows})
@@ -79,9 +75,7 @@ def summary_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Layer table with output shapes and parameters, totals (trainable / non-trainable) and MACs."""
-    import torch
-
-    from alexnet.models import get_model, model_spec
+    from alexnet.models import get_architecture, model_spec
     from alexnet.models.summary import format_summary, summarize
 
     spec = model_spec(model)
@@ -91,9 +85,7 @@ def summary_command(
         kwargs["num_classes"] = classes
     if (widths := _parse_widths(hidden)) is not None:
         kwargs["hidden"] = widths
-    with torch.device("meta"):
-        net = get_model(model, image_size=size, **kwargs)
-    summary = summarize(net, model, (in_channels, size, size))
+    summary = summarize(get_architecture(model, image_size=size, **kwargs), model, (in_channels, size, size))
     if as_json:
         _print_json(summary.to_dict())
     else:

@@ -4,7 +4,6 @@ import tarfile
 
 import numpy as np
 import pytest
-import torch
 
 from alexnet.data.cifar import extract_safely, load_cifar, read_batch
 from alexnet.errors import InputError
@@ -20,7 +19,7 @@ def cifar_root(tmp_path):
 
 def test_loads_official_layout_written_by_python2(cifar_root):
     data = load_cifar("cifar10", cifar_root, allow_download=False)
-    assert data.train.images.shape == (30, 3, 32, 32) and data.train.images.dtype == torch.uint8
+    assert data.train.images.shape == (30, 3, 32, 32) and data.train.images.dtype == np.uint8
     assert data.train.classes[0] == "airplane" and len(data.train.classes) == 10
     assert data.test is not None and len(data.test) == 10
     assert "6, 6, 6, 6, 6 rows" in " ".join(data.notes)

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -6,8 +7,8 @@ from alexnet.data.imageset import ImageSet
 
 
 def _data(n):
-    images = torch.arange(n).remainder(256).to(torch.uint8).view(-1, 1, 1, 1).expand(-1, 1, 2, 2).contiguous()
-    return ImageSet(images, torch.arange(n), tuple(str(i) for i in range(n)))
+    images = np.broadcast_to((np.arange(n) % 256).astype(np.uint8).reshape(-1, 1, 1, 1), (n, 1, 2, 2)).copy()
+    return ImageSet(images, np.arange(n, dtype=np.int64), tuple(str(i) for i in range(n)))
 
 
 @pytest.mark.parametrize(("n", "world"), [(10, 3), (12, 4), (7, 2), (5, 8)])

@@ -3,15 +3,14 @@
 import pytest
 import torch
 
-from alexnet.models import get_model, list_models
-from alexnet.models.summary import smallest_input_size
+from alexnet.models import get_architecture, get_model, list_models
+from alexnet.models.plan import smallest_input_size
 
 CLASSES = 3
 
 
 def _smallest(name: str) -> tuple[torch.nn.Module, int]:
-    with torch.device("meta"):
-        size = smallest_input_size(get_model(name, num_classes=CLASSES), 3)
+    size = smallest_input_size(get_architecture(name, num_classes=CLASSES))
     return get_model(name, num_classes=CLASSES, image_size=size), size
 
 

@@ -1,19 +1,33 @@
-"""Datasets held whole as uint8 tensors, and the batched pipeline that feeds them to a model."""
+"""Datasets held whole as uint8 arrays, and the batched pipeline that feeds them to a model.
 
-from alexnet.data.augment import Preprocess
-from alexnet.data.datasets import DATASETS, default_root, load_dataset, load_splits
-from alexnet.data.device_loader import BatchLoader, shard
-from alexnet.data.imageset import Dataset, ImageSet, channel_stats
+Names load on first use: finding and describing a dataset (``alexnet data``) needs NumPy only, and the
+torch side (``Preprocess``, ``BatchLoader``) is imported when a model is fed.
+"""
 
-__all__ = [
-    "DATASETS",
-    "BatchLoader",
-    "Dataset",
-    "ImageSet",
-    "Preprocess",
-    "channel_stats",
-    "default_root",
-    "load_dataset",
-    "load_splits",
-    "shard",
-]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "DATASETS": "alexnet.data.datasets",
+    "default_root": "alexnet.data.datasets",
+    "load_dataset": "alexnet.data.datasets",
+    "load_splits": "alexnet.data.datasets",
+    "Dataset": "alexnet.data.imageset",
+    "ImageSet": "alexnet.data.imageset",
+    "channel_stats": "alexnet.data.imageset",
+    "Preprocess": "alexnet.data.augment",
+    "BatchLoader": "alexnet.data.device_loader",
+    "shard": "alexnet.data.device_loader",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'alexnet.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

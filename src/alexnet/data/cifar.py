@@ -9,7 +9,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from alexnet.data.download import download, file_md5
 from alexnet.data.imageset import Dataset, ImageSet
@@ -185,11 +184,11 @@ def load_cifar(name: str, root: Path, *, allow_download: bool = True) -> Dataset
         notes.append(note)
     if train_y.min() < 0 or train_y.max() >= len(classes):
         raise InputError(f"{folder}: labels outside 0..{len(classes) - 1}")
-    train = ImageSet(torch.from_numpy(train_x), torch.from_numpy(train_y), classes)
+    train = ImageSet(train_x, train_y, classes)
     test = None
     if (folder / fmt.test_file).exists():
         test_x, test_y = _images_and_labels(folder / fmt.test_file, fmt.label_key)
-        test = ImageSet(torch.from_numpy(test_x), torch.from_numpy(test_y), classes)
+        test = ImageSet(test_x, test_y, classes)
     else:
         notes.append(f"no {fmt.test_file} in {folder}: there is no test split; hold out one with --val-fraction")
     return Dataset(name, train, test, source=how, notes=tuple(notes))

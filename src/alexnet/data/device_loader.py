@@ -60,10 +60,10 @@ class BatchLoader:
         self.device = torch.device(device)
         self.epoch = 0
         self.epoch_source = epoch_source  # e.g. the trainer's current epoch, read when an epoch starts
-        nbytes = data.images.numel() * data.images.element_size()
-        self._gather_on_host = self.device.type != "cpu" and nbytes > max_device_bytes
-        self._images = data.images if self._gather_on_host else data.images.to(self.device)
-        self._labels = data.labels.to(self.device)
+        images = torch.from_numpy(data.images)  # no copy: a memory-mapped set still loads page by page
+        self._gather_on_host = self.device.type != "cpu" and data.images.nbytes > max_device_bytes
+        self._images = images if self._gather_on_host else images.to(self.device)
+        self._labels = torch.from_numpy(data.labels).to(self.device)
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose order the next iteration yields (as ``DistributedSampler.set_epoch``)."""

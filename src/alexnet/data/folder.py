@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from alexnet.atomic import atomic_path, write_text
 from alexnet.data.decode import decode_image
@@ -209,9 +208,9 @@ def load_folder(
     if meta is None:
         meta = _build_cache(cache, splits, storage_size, fingerprint)
         how = f"found in {folder}, decoded to {cache.folder}"
-    images = torch.from_numpy(np.load(cache.images, mmap_mode="c"))  # copy-on-write: pages load on use
+    images = np.load(cache.images, mmap_mode="c")  # copy-on-write: pages load on use
     index = {c: i for i, c in enumerate(classes)}
-    labels = torch.tensor([index[c] for c in meta["labels"]], dtype=torch.long)
+    labels = np.array([index[c] for c in meta["labels"]], dtype=np.int64)
     split_of = np.asarray(meta["splits"])
     parts: dict[str, ImageSet] = {}
     for name in ("train", "val", "test"):

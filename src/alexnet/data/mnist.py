@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from alexnet.data.download import download
 from alexnet.data.imageset import Dataset, ImageSet
@@ -146,7 +145,7 @@ def _read_split(folder: Path, split: str, classes: tuple[str, ...]) -> ImageSet 
     if labels.size and labels.max() >= len(classes):
         raise InputError(f"{labels_path}: label {labels.max()} outside 0..{len(classes) - 1}")
     # Copies out of the read-only file buffer into tensors we own: (N, 1, 28, 28) uint8.
-    return ImageSet(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)), classes)
+    return ImageSet(images[:, None].copy(), labels.astype(np.int64), classes)
 
 
 def load_mnist_family(name: str, root: Path, *, allow_download: bool = True) -> Dataset:

@@ -5,18 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from torch import nn
-
-from alexnet.models.layers import ConvNet, LocalResponseNorm, has_values, init_kaiming, mlp_head
+from alexnet.models.plan import LRN, Architecture, BatchNorm, Conv, Layer, MaxPool, ReLU, mlp_head
 from alexnet.models.registry import register
-
-
-class AlexNet(ConvNet):
-    """An AlexNet-family network: ``features``, ``avgpool`` and ``classifier`` in torchvision's order."""
-
-
-def _conv(in_channels: int, out_channels: int, kernel: int, *, stride: int = 1, padding: int = 0, groups: int = 1):
-    return nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=padding, groups=groups)
 
 
 @register(
@@ -26,7 +16,7 @@ def _conv(in_channels: int, out_channels: int, kernel: int, *, stride: int = 1, 
 )
 def alexnet(
     *, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, hidden: Sequence[int] = (4096, 4096)
-) -> AlexNet:
+) -> Architecture:
     """torchvision's single-tower AlexNet ("one weird trick", 2014), keys and shapes exactly as published.
 
     61,100,840 parameters at 1000 classes. ``hidden=(4096, 1024)`` with 10 classes gives the
@@ -34,36 +24,15 @@ def alexnet(
     9216-wide first Linear at every input size, so the ImageNet checkpoint always fits.
     Smallest input: 63 px.
     """
-    features = nn.Sequential(
-        _conv(in_channels, 64, 11, stride=4, padding=2),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(3, 2),
-        _conv(64, 192, 5, padding=2),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(3, 2),
-        _conv(192, 384, 3, padding=1),
-        nn.ReLU(inplace=True),
-        _conv(384, 256, 3, padding=1),
-        nn.ReLU(inplace=True),
-        _conv(256, 256, 3, padding=1),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(3, 2),
-    )
-    return AlexNet(features, 6, mlp_head(256 * 6 * 6, hidden, num_classes, dropout, dropout_first=True))
-
-
-def init_paper(model: AlexNet) -> None:
-    """The paper's initialisation: weights N(0, 0.01); biases 1 in conv2, conv4, conv5 and the hidden
-    fully connected layers ("accelerates the early stages of learning by providing the ReLUs with
-    positive inputs"), 0 elsewhere."""
-    if not has_values(model):
-        return
-    convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
-    linears = [m for m in model.classifier if isinstance(m, nn.Linear)]
-    biased_one = {convs[1], convs[3], convs[4], *linears[:-1]}
-    for m in [*convs, *linears]:
-        nn.init.normal_(m.weight, 0.0, 0.01)
-        nn.init.constant_(m.bias, 1.0 if m in biased_one else 0.0)
+    features = (
+        Conv(in_channels, 64, 11, stride=4, padding=2), ReLU(), MaxPool(3, 2),
+        Conv(64, 192, 5, padding=2), ReLU(), MaxPool(3, 2),
+        Conv(192, 384, 3, padding=1), ReLU(),
+        Conv(384, 256, 3, padding=1), ReLU(),
+        Conv(256, 256, 3, padding=1), ReLU(), MaxPool(3, 2),
+    )  # fmt: skip
+    head = mlp_head(256 * 6 * 6, hidden, num_classes, dropout, dropout_first=True)
+    return Architecture(features, 6, head, init="torch")  # torchvision keeps PyTorch's default fills
 
 
 @register(
@@ -79,7 +48,7 @@ def alexnet_paper(
     hidden: Sequence[int] = (4096, 4096),
     towers: Literal[1, 2] = 2,
     init: Literal["kaiming", "paper"] = "kaiming",
-) -> AlexNet:
+) -> Architecture:
     """Krizhevsky, Sutskever & Hinton (2012), layer for layer.
 
     ========  =====================================  ============  ==========
@@ -100,33 +69,24 @@ def alexnet_paper(
     55x55 conv1 maps the paper reports (the widely known erratum; Caffe's reference model uses 227).
 
     LRN (size 5, k=2, beta=0.75, alpha=1e-4 in the paper's formula, see ``LocalResponseNorm``) runs per
-    tower. ``init="paper"`` gives the paper's initialisation (``init_paper``). It is not the default:
+    tower. ``init="paper"`` gives the paper's initialisation (``build.init_paper``). It is not the default:
     with N(0, 0.01) in all eight layers the signal shrinks layer by layer and, without the paper's
-    90-epoch schedule, the loss sits at ln(num_classes) for epochs; He-normal (``init_kaiming``) starts
+    90-epoch schedule, the loss sits at ln(num_classes) for epochs; He-normal (``build.init_kaiming``) starts
     learning at once and is what reproductions use.
     """
     if towers not in (1, 2):
         raise ValueError(f"towers must be 1 or 2, not {towers}")
-    features = nn.Sequential(
-        _conv(in_channels, 96, 11, stride=4),
-        nn.ReLU(inplace=True),
-        LocalResponseNorm(groups=1),
-        nn.MaxPool2d(3, 2),
-        _conv(96, 256, 5, padding=2, groups=towers),
-        nn.ReLU(inplace=True),
-        LocalResponseNorm(groups=towers),
-        nn.MaxPool2d(3, 2),
-        _conv(256, 384, 3, padding=1),
-        nn.ReLU(inplace=True),
-        _conv(384, 384, 3, padding=1, groups=towers),
-        nn.ReLU(inplace=True),
-        _conv(384, 256, 3, padding=1, groups=towers),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(3, 2),
-    )
-    model = AlexNet(features, 6, mlp_head(256 * 6 * 6, hidden, num_classes, dropout, dropout_first=True))
-    init_paper(model) if init == "paper" else init_kaiming(model)
-    return model
+    if init not in ("kaiming", "paper"):
+        raise ValueError(f"init must be 'kaiming' or 'paper', not {init!r}")
+    features = (
+        Conv(in_channels, 96, 11, stride=4), ReLU(), LRN(groups=1), MaxPool(3, 2),
+        Conv(96, 256, 5, padding=2, groups=towers), ReLU(), LRN(groups=towers), MaxPool(3, 2),
+        Conv(256, 384, 3, padding=1), ReLU(),
+        Conv(384, 384, 3, padding=1, groups=towers), ReLU(),
+        Conv(384, 256, 3, padding=1, groups=towers), ReLU(), MaxPool(3, 2),
+    )  # fmt: skip
+    head = mlp_head(256 * 6 * 6, hidden, num_classes, dropout, dropout_first=True)
+    return Architecture(features, 6, head, init=init)
 
 
 @register(
@@ -136,7 +96,7 @@ def alexnet_paper(
 )
 def alexnet_bn(
     *, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, hidden: Sequence[int] = (4096, 4096)
-) -> AlexNet:
+) -> Architecture:
     """AlexNet with BatchNorm, as the Keras tutorials build it for CIFAR-10 and MNIST at 224 px.
 
     conv1 96 x 11x11 / 4 'valid' (224 -> 54), then 'same' convs 256 x 5x5, 384, 384, 256 x 3x3, each
@@ -146,14 +106,13 @@ def alexnet_bn(
     """
     widths = (96, 256, 384, 384, 256)
     kernels = (11, 5, 3, 3, 3)
-    layers: list[nn.Module] = []
+    layers: list[Layer] = []
     width = in_channels
     for i, (out, kernel) in enumerate(zip(widths, kernels, strict=True)):
-        conv = _conv(width, out, kernel, stride=4) if i == 0 else _conv(width, out, kernel, padding=kernel // 2)
-        layers += [conv, nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+        conv = Conv(width, out, kernel, stride=4) if i == 0 else Conv(width, out, kernel, padding=kernel // 2)
+        layers += [conv, BatchNorm(out), ReLU()]
         if i in (0, 1, 4):
-            layers.append(nn.MaxPool2d(3, 2))
+            layers.append(MaxPool(3, 2))
         width = out
-    model = AlexNet(nn.Sequential(*layers), 5, mlp_head(256 * 5 * 5, hidden, num_classes, dropout, dropout_first=True))
-    init_kaiming(model)
-    return model
+    head = mlp_head(256 * 5 * 5, hidden, num_classes, dropout, dropout_first=True)
+    return Architecture(tuple(layers), 5, head, init="kaiming")

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import nn
-
-from alexnet.models.alexnet import AlexNet
-from alexnet.models.layers import init_kaiming, mlp_head
+from alexnet.models.plan import Architecture, BatchNorm, Conv, Layer, MaxPool, ReLU, mlp_head
 from alexnet.models.registry import register
 
 
@@ -21,7 +18,7 @@ def alexnet_cifar(
     dropout: float = 0.5,
     hidden: Sequence[int] = (512,),
     widths: Sequence[int] = (64, 128, 256, 256, 256),
-) -> AlexNet:
+) -> Architecture:
     """AlexNet's shape (five convs, overlapping max-pools after conv1, conv2 and conv5, a dropout FC
     head) scaled to small images, with the choices that buy accuracy per second of CPU time.
 
@@ -47,14 +44,12 @@ def alexnet_cifar(
     """
     if len(widths) != 5:
         raise ValueError(f"widths needs five conv widths, got {len(widths)}")
-    layers: list[nn.Module] = []
+    layers: list[Layer] = []
     width = in_channels
     for i, out in enumerate(widths):
-        layers += [nn.Conv2d(width, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+        layers += [Conv(width, out, 3, padding=1, bias=False), BatchNorm(out), ReLU()]
         if i in (0, 1, 4):
-            layers.append(nn.MaxPool2d(3, 2, padding=1))
+            layers.append(MaxPool(3, 2, padding=1))
         width = out
     head = mlp_head(width * 2 * 2, hidden, num_classes, dropout, dropout_first=True)
-    model = AlexNet(nn.Sequential(*layers), 2, head)
-    init_kaiming(model)
-    return model
+    return Architecture(tuple(layers), 2, head, init="kaiming")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -55,48 +53,3 @@ class LocalResponseNorm(nn.Module):
     def extra_repr(self) -> str:
         paper = f"size={self.size}, alpha={self.alpha} (paper convention), beta={self.beta}, k={self.k}"
         return f"{paper}, groups={self.groups}"
-
-
-def mlp_head(
-    in_features: int, hidden: Sequence[int], num_classes: int, dropout: float, *, dropout_first: bool
-) -> nn.Sequential:
-    """The fully connected classifier: one block per hidden width, then the output Linear.
-
-    ``dropout_first`` gives AlexNet's block order (Dropout, Linear, ReLU: keys ``classifier.1/4/6``);
-    otherwise VGG's (Linear, ReLU, Dropout: keys ``classifier.0/3/6``).
-    """
-    layers: list[nn.Module] = []
-    width = in_features
-    for out in hidden:
-        block = [nn.Linear(width, out), nn.ReLU(inplace=True)]
-        layers += [nn.Dropout(dropout), *block] if dropout_first else [*block, nn.Dropout(dropout)]
-        width = out
-    layers.append(nn.Linear(width, num_classes))
-    return nn.Sequential(*layers)
-
-
-def has_values(model: nn.Module) -> bool:
-    """False for a model built on the meta device (shapes only), which initialisers must leave alone:
-    random fills on meta tensors go through torch's reference kernels and import the compiler (~1 s)."""
-    return not any(p.is_meta for p in model.parameters())
-
-
-def init_kaiming(model: nn.Module) -> None:
-    """He-normal weights for every conv and hidden Linear, N(0, 0.01) for the output layer, zero biases.
-
-    Keeps activations at unit scale through depth, so a network trains from the first step.
-    """
-    if not has_values(model):
-        return
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d | nn.Linear):
-            if linears and m is linears[-1]:
-                nn.init.normal_(m.weight, 0.0, 0.01)
-            else:
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)

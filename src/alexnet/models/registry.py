@@ -1,14 +1,21 @@
-"""Models registered by name: the only way the CLI and the engine reach an architecture."""
+"""Models registered by name: the only way the CLI and the engine reach an architecture.
+
+A registered function returns a plan (``alexnet.models.plan.Architecture``), which needs no torch;
+``get_model`` builds the ``nn.Module`` from it.
+"""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from alexnet.errors import InputError
+from alexnet.models.plan import Architecture
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -16,7 +23,7 @@ class ModelSpec:
     """What the registry knows about an architecture without building it."""
 
     name: str
-    builder: Callable[..., nn.Module]
+    builder: Callable[..., Architecture]  # keyword-only options -> plan
     image_size: int  # default input side, px
     description: str
 
@@ -29,10 +36,10 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register(name: str, *, image_size: int, description: str) -> Callable[[Callable[..., nn.Module]], Callable]:
-    """Register a keyword-only builder under ``name``; a duplicate name raises ``ValueError``."""
+def register(name: str, *, image_size: int, description: str) -> Callable[[Callable[..., Architecture]], Callable]:
+    """Register a keyword-only plan function under ``name``; a duplicate name raises ``ValueError``."""
 
-    def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    def decorate(builder: Callable[..., Architecture]) -> Callable[..., Architecture]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
         _REGISTRY[name] = ModelSpec(name, builder, image_size, description)
@@ -54,8 +61,8 @@ def model_spec(name: str) -> ModelSpec:
         raise InputError(f"unknown model {name!r}; known models: {', '.join(_REGISTRY)}") from None
 
 
-def get_model(name: str, *, image_size: int | None = None, **kwargs) -> nn.Module:
-    """Build the architecture registered as ``name``.
+def get_architecture(name: str, *, image_size: int | None = None, **kwargs) -> Architecture:
+    """The plan of the architecture registered as ``name``, without importing torch.
 
     ``image_size`` reaches only builders whose head depends on it (VGG); the others accept any input
     their layers can take. Other keyword arguments go to the builder unchanged; one it does not take
@@ -69,6 +76,16 @@ def get_model(name: str, *, image_size: int | None = None, **kwargs) -> nn.Modul
     if unknown:
         raise InputError(f"model {name!r} takes no option {', '.join(unknown)}; it takes {', '.join(accepted)}")
     return spec.builder(**kwargs)
+
+
+def get_model(name: str, *, image_size: int | None = None, **kwargs) -> nn.Module:
+    """Build and initialise the ``nn.Module`` registered as ``name`` (options as ``get_architecture``).
+
+    Under ``torch.device("meta")`` it allocates and initialises nothing.
+    """
+    from alexnet.models.build import build  # torch: imported only when a module is wanted
+
+    return build(get_architecture(name, image_size=image_size, **kwargs))
 
 
 create_model = get_model

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from torch import nn
-
-from alexnet.models.layers import ConvNet, has_values, mlp_head
+from alexnet.models.plan import Architecture, BatchNorm, Conv, Layer, MaxPool, ReLU, mlp_head
 from alexnet.models.registry import register
 
 POOL = None  # marks a 2x2 max-pool in a plan
@@ -17,10 +15,6 @@ VGG_PLANS: dict[int, tuple[int | None, ...]] = {
     16: (64, 64, POOL, 128, 128, POOL, 256, 256, 256, POOL, 512, 512, 512, POOL, 512, 512, 512, POOL),
     19: (64, 64, POOL, 128, 128, POOL, 256, 256, 256, 256, POOL, 512, 512, 512, 512, POOL, 512, 512, 512, 512, POOL),
 }
-
-
-class VGG(ConvNet):
-    """A VGG network: ``features``, ``avgpool`` and ``classifier`` in torchvision's order."""
 
 
 def head_pool_size(image_size: int) -> int:
@@ -34,36 +28,20 @@ def head_pool_size(image_size: int) -> int:
     return max(1, min(7, image_size // 32))
 
 
-def make_features(plan: Sequence[int | None], *, in_channels: int, batch_norm: bool) -> nn.Sequential:
+def make_features(plan: Sequence[int | None], *, in_channels: int, batch_norm: bool) -> tuple[Layer, ...]:
     """Turn a plan into layers: 3x3 pad-1 conv (+ BatchNorm) + ReLU per width, a 2x2 max-pool per ``POOL``."""
-    layers: list[nn.Module] = []
+    layers: list[Layer] = []
     width = in_channels
     for step in plan:
         if step is POOL:
-            layers.append(nn.MaxPool2d(2, 2))
+            layers.append(MaxPool(2, 2))
             continue
-        layers.append(nn.Conv2d(width, step, 3, padding=1))
+        layers.append(Conv(width, step, 3, padding=1))
         if batch_norm:
-            layers.append(nn.BatchNorm2d(step))
-        layers.append(nn.ReLU(inplace=True))
+            layers.append(BatchNorm(step))
+        layers.append(ReLU())
         width = step
-    return nn.Sequential(*layers)
-
-
-def _init_torchvision(model: VGG) -> None:
-    # torchvision's VGG initialisation, so a model trained from scratch here behaves like one trained there.
-    if not has_values(model):
-        return
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0.0, 0.01)
-            nn.init.zeros_(m.bias)
+    return tuple(layers)
 
 
 def _vgg(
@@ -75,15 +53,14 @@ def _vgg(
     dropout: float,
     hidden: Sequence[int],
     image_size: int,
-) -> VGG:
+) -> Architecture:
     pool = head_pool_size(image_size)
     features = make_features(plan, in_channels=in_channels, batch_norm=batch_norm)
-    model = VGG(features, pool, mlp_head(512 * pool * pool, hidden, num_classes, dropout, dropout_first=False))
-    _init_torchvision(model)
-    return model
+    head = mlp_head(512 * pool * pool, hidden, num_classes, dropout, dropout_first=False)
+    return Architecture(features, pool, head, init="vgg")
 
 
-def _register_vgg(depth: int, *, batch_norm: bool) -> Callable[..., VGG]:
+def _register_vgg(depth: int, *, batch_norm: bool) -> Callable[..., Architecture]:
     name = f"vgg{depth}{'_bn' if batch_norm else ''}"
     what = f"VGG-{depth}{' with BatchNorm' if batch_norm else ''} (torchvision layout; head sized for the input)"
 
@@ -95,7 +72,7 @@ def _register_vgg(depth: int, *, batch_norm: bool) -> Callable[..., VGG]:
         dropout: float = 0.5,
         hidden: Sequence[int] = (4096, 4096),
         image_size: int = 224,
-    ) -> VGG:
+    ) -> Architecture:
         return _vgg(
             VGG_PLANS[depth],
             batch_norm=batch_norm,

@@ -18,8 +18,8 @@ from alexnet.atomic import write_text
 from alexnet.data import Preprocess, channel_stats, load_splits
 from alexnet.data.imageset import Dataset
 from alexnet.errors import InputError
-from alexnet.models import get_model, model_spec
-from alexnet.models.summary import fits, smallest_input_size
+from alexnet.models import get_architecture, get_model, model_spec
+from alexnet.models.plan import fits, smallest_input_size
 from alexnet.runtime import device_name
 from alexnet.training.config import TrainConfig, read_config_file
 
@@ -64,10 +64,9 @@ def plan_run(config: TrainConfig) -> Plan:
     kwargs.update(config.model_options)
     if spec.adapts_to_image_size:
         kwargs["image_size"] = image_size
-    with torch.device("meta"):
-        meta_model = get_model(config.model, **kwargs)
-    if not fits(meta_model, (in_channels, image_size, image_size)):
-        smallest = smallest_input_size(meta_model, in_channels)
+    arch = get_architecture(config.model, **kwargs)
+    if not fits(arch, (in_channels, image_size, image_size)):
+        smallest = smallest_input_size(arch)
         raise InputError(
             f"{config.model} cannot take {image_size}x{image_size} images; the smallest it takes is {smallest}"
         )
@@ -185,7 +184,7 @@ def _finish(trainer, task, data, plan: Plan, preprocess: Preprocess, run_dir: Pa
         plot_confusion(matrix, test_set.classes, run_dir / "confusion.png", f"{title}: test confusion")
         shown = np.linspace(0, len(test_set) - 1, min(32, len(test_set))).astype(int)
         plot_predictions(
-            test_set.images[shown].numpy(), test_set.labels[shown].tolist(), predicted[shown].tolist(),
+            test_set.images[shown], test_set.labels[shown].tolist(), predicted[shown].tolist(),
             test_set.classes, run_dir / "predictions.png", f"{title}: test predictions",
         )  # fmt: skip
         test = {"test_top1": test["test_top1"], "test_top5": test["test_top5"], "test_loss": test["test_loss"],
