@@ -112,3 +112,25 @@ def test_recipes_lists_the_default(capsys):
     assert main(["recipes"]) == 0
     out = capsys.readouterr().out
     assert "fashion-mnist (default)" in out and "cifar10-paper" in out
+
+
+def test_evaluate_prints_one_json_object_and_exits_2_on_bad_input(tmp_path, capsys):
+    from fileformats import write_mnist
+    from modeldirs import write_model_dir
+
+    write_mnist(tmp_path / "data" / "mnist", train=10, test=10)
+    model_dir = write_model_dir(tmp_path / "run")
+    assert main(["evaluate", str(model_dir), "--root", str(tmp_path / "data"), "--tta", "flip", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["tta"] == "flip" and report["n"] == 10 and report["top1"] == 0.1
+    assert main(["evaluate", str(model_dir), "--root", str(tmp_path / "data")]) == 0
+    assert "most confused" in capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path / "nothing")]) == 2
+    assert capsys.readouterr().err.strip() == f"alexnet: error: {tmp_path / 'nothing'}: no such file or directory"
+
+
+def test_evaluate_and_predict_are_api_functions():
+    import alexnet
+
+    assert callable(alexnet.evaluate) and callable(alexnet.predict)
+    assert alexnet.evaluate.__module__ == "alexnet.evaluation"

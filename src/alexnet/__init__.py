@@ -8,7 +8,8 @@ __version__ = "0.1.0"
 
 # Public name -> the module that defines it. Loaded on first use, so `alexnet --help` and commands that
 # fail on their arguments answer without importing torch (~1.4 s here), and only training loads Lightning.
-# The engine's package is `alexnet.training`: DESIGN.md's `alexnet.train(config)` is the function.
+# The engine's package is `alexnet.training`, and `evaluate`/`predict` live in `alexnet.evaluation` and
+# `alexnet.prediction`: a submodule named like a function would shadow DESIGN.md's `alexnet.train(config)`.
 _EXPORTS = {
     "InputError": "alexnet.errors",
     "create_model": "alexnet.models",
@@ -20,6 +21,9 @@ _EXPORTS = {
     "TrainConfig": "alexnet.training.config",
     "resolve_config": "alexnet.training.config",
     "train": "alexnet.training.run",
+    "evaluate": "alexnet.evaluation",
+    "predict": "alexnet.prediction",
+    "load_classifier": "alexnet.inference",
 }
 __all__ = list(_EXPORTS)
 

@@ -218,6 +218,76 @@ def train_command(
     typer.echo(f"run directory: {report['run_dir']}")
 
 
+SourceArg = Annotated[
+    Path, typer.Argument(metavar="RUN_DIR|CKPT", help="A run or model directory, a .ckpt or a model.safetensors.")
+]
+TtaOption = Annotated[str, typer.Option("--tta", help="Test views: none, flip or ten-crop (the paper's).")]
+PrecisionOption = Annotated[str, typer.Option("--precision", help="auto (bf16 where fast), fp32 or bf16.")]
+CompileOption = Annotated[
+    bool, typer.Option("--compile/--no-compile", help="torch.compile with frozen weights (slower start).")
+]
+
+
+@app.command("evaluate")
+def evaluate_command(
+    source: SourceArg,
+    data: Annotated[str | None, typer.Option("--data", help="Dataset (default: the run's).")] = None,
+    root: Annotated[Path | None, typer.Option("--root", help="Dataset root (default: the run's).")] = None,
+    split: Annotated[str, typer.Option("--split", help="test, val (the run's held-out split) or train.")] = "test",
+    tta: TtaOption = "none",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 256,
+    precision: PrecisionOption = "auto",
+    compile_model: CompileOption = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Top-1/top-5, loss, per-class scores and confusion matrix; writes eval-<split>-<tta>.json beside the run."""
+    from alexnet.evaluation import evaluate, format_report
+
+    report = evaluate(
+        source, data=data, root=root, split=split, tta=tta, batch_size=batch_size, precision=precision,
+        compile=compile_model,
+    )  # fmt: skip
+    if as_json:
+        _print_json(report)
+    else:
+        typer.echo(format_report(report))
+
+
+@app.command("predict")
+def predict_command(
+    source: SourceArg,
+    inputs: Annotated[list[Path], typer.Argument(metavar="IMAGE_OR_DIR...", help="Image files and folders.")],
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Classes shown per image.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per image (JSON lines).")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Also write the predictions to this CSV file.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 64,
+    tta: TtaOption = "none",
+    precision: PrecisionOption = "auto",
+    compile_model: CompileOption = False,
+) -> None:
+    """Top-K classes with probabilities for image files and folders; exit 2 if any image could not be read."""
+    from alexnet.atomic import write_text
+    from alexnet.inference import load_classifier
+    from alexnet.prediction import format_csv, format_line, iter_predictions
+
+    classifier = load_classifier(source, precision=precision, compile=compile_model)
+    results, failed = [], 0
+    for result in iter_predictions(classifier, inputs, top_k=top_k, batch_size=batch_size, tta=tta):
+        results.append(result)
+        if "error" in result:
+            failed += 1
+            typer.echo(f"alexnet: error: {result['path']}: {result['error']}", err=True)
+        if as_json:
+            sys.stdout.write(json.dumps(result) + "\n")
+        elif "error" not in result:
+            typer.echo(format_line(result))
+        sys.stdout.flush()
+    if out is not None:
+        write_text(out, format_csv(results, min(top_k, len(classifier.classes))))
+    if failed:
+        raise typer.Exit(2)
+
+
 def configure_logging() -> None:
     """Our progress lines on stderr, one per epoch."""
     handler = logging.StreamHandler(sys.stderr)

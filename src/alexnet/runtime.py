@@ -31,6 +31,16 @@ def tune_allocator(threshold_bytes: int = 1 << 30) -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, value)) and bool(mallopt(_M_TRIM_THRESHOLD, value))
 
 
+def cpu_supports_bf16() -> bool:
+    """True where bf16 matrix work is fast on this CPU: AVX512-BF16 or AMX."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read().split()
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+
+
 def device_name() -> str:
     """The GPU's name, else the CPU model with the number of threads torch uses."""
     import torch

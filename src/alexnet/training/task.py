@@ -10,6 +10,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from alexnet.inference import average_views
 from alexnet.training.optim import build_optimizer, build_scheduler
 
 
@@ -78,10 +79,7 @@ class ClassificationTask(pl.LightningModule):
 
     def _views_logits(self, views: torch.Tensor) -> torch.Tensor:
         """Mean softmax over the views, returned as log-probabilities (N, K)."""
-        v, n = views.shape[:2]
-        logits = self(views.reshape(v * n, *views.shape[2:])).float()
-        probabilities = logits.softmax(-1).reshape(v, n, -1).mean(0)
-        return probabilities.clamp_min(1e-12).log()
+        return average_views(self, views).clamp_min(1e-12).log()  # under Lightning's own autocast
 
     def validation_step(self, batch, batch_idx: int) -> None:
         views, labels = batch

@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from alexnet.atomic import atomic_path
+from alexnet.runtime import cpu_supports_bf16
 from alexnet.training.callbacks import EpochMetrics, GracefulStop, ImagesPerSecondBar, ReseedEachEpoch
 
 
@@ -29,15 +30,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None):
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
-
-
-def cpu_supports_bf16() -> bool:
-    """True where bf16 matrix work is fast on this CPU: AVX512-BF16 or AMX."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:

@@ -1,0 +1,166 @@
+"""``alexnet evaluate``: a trained classifier on a dataset split, with test-time augmentation, and its report.
+
+Writes beside the run (or model directory): ``eval-<split>-<tta>.json`` (what ``--json`` prints),
+``confusion-<split>-<tta>.csv`` and ``confusion-<split>-<tta>.png``, each atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from alexnet.atomic import write_text
+from alexnet.data.datasets import load_splits
+from alexnet.errors import InputError
+from alexnet.inference import Classifier, check_tta, load_classifier
+from alexnet.metrics import classification_report
+
+SPLITS = ("test", "val", "train")
+
+
+def _run_settings(folder: Path) -> dict[str, Any]:
+    """The data settings of the run that trained the model (empty for a model directory shipped alone)."""
+    from alexnet.training.config import read_config_file
+
+    path = folder / "config.yaml"
+    return read_config_file(path) if path.exists() else {}
+
+
+def _classes_match(model: tuple[str, ...], data: tuple[str, ...], name: str) -> None:
+    if tuple(model) == tuple(data):
+        return
+    shown = lambda names: ", ".join(names[:4]) + (" ..." if len(names) > 4 else "")  # noqa: E731
+    raise InputError(
+        f"{name}: its {len(data)} classes ({shown(data)}) do not match the model's {len(model)} ({shown(model)})"
+    )
+
+
+def predict_split(classifier: Classifier, images: np.ndarray, *, tta: str, batch_size: int) -> tuple[np.ndarray, float]:
+    """(N, K) probabilities for uint8 (N, C, H, W) images, and images per second."""
+    outputs = []
+    start = time.perf_counter()
+    for first in range(0, len(images), batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(images[first : first + batch_size]))
+        outputs.append(classifier.probabilities(batch, tta).cpu().numpy())
+    seconds = time.perf_counter() - start
+    probabilities = np.concatenate(outputs) if outputs else np.zeros((0, len(classifier.classes)), np.float32)
+    return probabilities, (len(images) / seconds if seconds > 0 else float("nan"))
+
+
+def _confusion_csv(matrix: list[list[int]], classes: tuple[str, ...]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["true \\ predicted", *classes])
+    for name, row in zip(classes, matrix, strict=True):
+        writer.writerow([name, *row])
+    return buffer.getvalue()
+
+
+def evaluate(
+    source: Path | str,
+    *,
+    data: str | None = None,
+    root: Path | str | None = None,
+    split: str = "test",
+    tta: str = "none",
+    batch_size: int = 256,
+    precision: str = "auto",
+    compile: bool = False,
+    write: bool = True,
+) -> dict[str, Any]:
+    """Top-1/top-5, loss, per-class scores and confusion matrix of a run, model directory or checkpoint.
+
+    The dataset, its validation split and the preprocessing come from the run's saved settings unless
+    ``data``/``root`` override them. Returns the dict that ``eval-<split>-<tta>.json`` holds.
+    """
+    check_tta(tta)
+    if split not in SPLITS:
+        raise InputError(f"unknown --split {split!r}; use {', '.join(SPLITS)}")
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be positive, not {batch_size}")
+    classifier = load_classifier(source, precision=precision, compile=compile)
+    settings = _run_settings(classifier.folder)
+    name = data or settings.get("data") or classifier.meta.get("data")
+    if not name:
+        raise InputError(f"{classifier.folder}: no run settings name the dataset; pass --data")
+    dataset = load_splits(
+        name,
+        root if root is not None else (settings.get("root") if data is None else None),
+        train_fraction=float(settings.get("train_fraction", 1.0)),
+        val_fraction=float(settings.get("val_fraction", 0.0)),
+        seed=int(settings.get("seed", 0)),
+        storage_size=classifier.storage_size,
+    )
+    images = dataset.split(split)
+    _classes_match(classifier.classes, images.classes, dataset.name)
+    probabilities, rate = predict_split(classifier, images.images, tta=tta, batch_size=batch_size)
+    report = {
+        "model": classifier.meta["model"],
+        "source": str(source),
+        "weights": str(classifier.weights),
+        "data": dataset.name,
+        "split": split,
+        "tta": tta,
+        **classification_report(probabilities, images.labels, classifier.classes),
+        "images_per_s": round(rate, 1),
+        "precision": "bf16" if classifier.dtype == torch.bfloat16 else "fp32",
+        "classes": list(classifier.classes),
+    }
+    if write:
+        report["outputs"] = _write_outputs(report, classifier)
+    return report
+
+
+def _write_outputs(report: dict[str, Any], classifier: Classifier) -> dict[str, str]:
+    from alexnet.plots import plot_confusion  # matplotlib: only when files are written
+
+    folder = classifier.folder
+    stem = f"{report['split']}-{report['tta']}"
+    if classifier.weights.suffix == ".ckpt":
+        stem = f"{classifier.weights.stem}-{stem}"  # best.ckpt and last.ckpt reports side by side
+    paths = {
+        "report": folder / f"eval-{stem}.json",
+        "confusion_csv": folder / f"confusion-{stem}.csv",
+        "confusion_png": folder / f"confusion-{stem}.png",
+    }
+    classes = tuple(report["classes"])
+    write_text(paths["confusion_csv"], _confusion_csv(report["confusion"], classes))
+    title = f"{report['model']} on {report['data']} {report['split']} (tta {report['tta']}): top-1 {report['top1']:.2%}"
+    plot_confusion(np.asarray(report["confusion"]), classes, paths["confusion_png"], title)
+    outputs = {key: str(path) for key, path in paths.items()}
+    write_text(paths["report"], json.dumps({**report, "outputs": outputs}, indent=2) + "\n")
+    return outputs
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as text: headline figures, per-class table and the most-confused pairs."""
+    lines = [
+        f"{report['model']} on {report['data']} {report['split']} ({report['n']:,} images, tta {report['tta']}, "
+        f"{report['precision']})",
+        f"top-1 {report['top1']:.2%}   top-5 {report['top5']:.2%}   loss {report['loss']:.4f}   "
+        f"{report['images_per_s']:,.0f} images/s",
+        "",
+    ]
+    width = max(len("class"), *(len(c) for c in report["per_class"]))
+    lines.append(f"{'class':<{width}}  {'images':>7}  {'precision':>9}  {'recall':>7}  {'f1':>6}")
+    for name, s in report["per_class"].items():
+        lines.append(
+            f"{name:<{width}}  {s['images']:>7,}  {s['precision']:>9.2%}  {s['recall']:>7.2%}  {s['f1']:>6.3f}"
+        )
+    if report["most_confused"]:
+        lines += ["", "most confused (true -> predicted):"]
+        lines += [
+            f"  {p['true']} -> {p['predicted']}: {p['count']:,} ({p['share']:.1%} of {p['true']})"
+            for p in report["most_confused"]
+        ]
+    if "outputs" in report:
+        lines += ["", f"written: {report['outputs']['report']}, {Path(report['outputs']['confusion_csv']).name}, "
+                  f"{Path(report['outputs']['confusion_png']).name}"]  # fmt: skip
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from alexnet.errors import InputError
+from alexnet.evaluation import evaluate, format_report
+
+from fileformats import write_cifar10, write_mnist
+from modeldirs import BIAS, write_model_dir
+
+TEST_LABELS = np.arange(20) % 10  # write_mnist's test labels
+
+
+@pytest.fixture
+def mnist_root(tmp_path):
+    write_mnist(tmp_path / "data" / "mnist", train=30, test=20)
+    return tmp_path / "data"
+
+
+def test_known_model_gives_known_figures_and_files(tmp_path, mnist_root):
+    model_dir = write_model_dir(tmp_path / "run")
+    report = evaluate(model_dir, root=mnist_root, precision="fp32")
+    order = np.argsort(-BIAS.numpy())  # every image gets the same ranking: 7, 2, 9, 0, 4
+    assert report["n"] == 20
+    assert report["top1"] == pytest.approx(np.mean(order[0] == TEST_LABELS))
+    assert report["top5"] == pytest.approx(np.isin(TEST_LABELS, order[:5]).mean())
+    assert report["loss"] == pytest.approx(-np.mean(np.log(BIAS.softmax(0).numpy()[TEST_LABELS])), rel=1e-5)
+    confusion = np.array(report["confusion"])
+    assert confusion.sum() == 20 and (confusion[:, 7] == np.bincount(TEST_LABELS, minlength=10)).all()
+    assert report["per_class"]["7"] == {"images": 2, "precision": 0.1, "recall": 1.0, "f1": pytest.approx(2 / 11),
+                                        "accuracy": 1.0}  # fmt: skip
+    assert report["most_confused"][0]["predicted"] == "7"
+    assert {"top1", "top5", "loss", "n", "per_class", "confusion", "tta", "images_per_s"} <= set(report)
+    saved = json.loads((model_dir / "eval-test-none.json").read_text())
+    assert saved["top1"] == report["top1"] and saved["outputs"] == report["outputs"]
+    rows = list(csv.reader((model_dir / "confusion-test-none.csv").open()))
+    assert rows[0] == ["true \\ predicted", *map(str, range(10))]
+    assert [int(v) for v in rows[8][1:]] == confusion[7].tolist()
+    assert (model_dir / "confusion-test-none.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "top-1 10.00%" in format_report(report)
+
+
+@pytest.mark.parametrize("tta", ["flip", "ten-crop"])
+def test_tta_modes_name_their_outputs(tmp_path, mnist_root, tta):
+    model_dir = write_model_dir(tmp_path / "run")
+    report = evaluate(model_dir, root=mnist_root, tta=tta, precision="fp32", batch_size=7)
+    assert report["tta"] == tta and report["n"] == 20
+    assert report["top1"] == pytest.approx(0.1)  # constant output: the views agree
+    assert (model_dir / f"eval-test-{tta}.json").exists()
+
+
+def test_validation_split_follows_the_run_config(tmp_path, mnist_root):
+    model_dir = write_model_dir(tmp_path / "run")
+    (model_dir / "config.yaml").write_text(f"data: mnist\nroot: {mnist_root}\nval_fraction: 0.2\nseed: 3\n")
+    report = evaluate(model_dir, split="val", precision="fp32", write=False)
+    assert report["n"] == 10 and report["split"] == "val"  # round(3 x 0.2) = 1 of each class's 3 images
+    assert not (model_dir / "eval-val-none.json").exists()
+
+
+def test_classes_that_do_not_match_are_a_one_line_error(tmp_path):
+    write_cifar10(tmp_path / "data" / "cifar-10-batches-py")
+    model_dir = write_model_dir(tmp_path / "run")
+    with pytest.raises(InputError, match=r"cifar10: its 10 classes \(airplane, .*\) do not match the model's 10"):
+        evaluate(model_dir, data="cifar10", root=tmp_path / "data")
+    assert not list(model_dir.glob("eval-*"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"split": "dev"}, "unknown --split 'dev'"), ({"tta": "five-crop"}, "unknown --tta 'five-crop'")],
+)
+def test_bad_options(tmp_path, mnist_root, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        evaluate(write_model_dir(tmp_path / "run"), root=mnist_root, **kwargs)
+
+
+def test_missing_split_says_how_to_get_one(tmp_path):
+    write_mnist(tmp_path / "data" / "mnist")
+    with pytest.raises(InputError, match="has no val split; hold one out"):
+        evaluate(write_model_dir(tmp_path / "run"), root=tmp_path / "data", split="val")
