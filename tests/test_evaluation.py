@@ -80,3 +80,17 @@ def test_missing_split_says_how_to_get_one(tmp_path):
     write_mnist(tmp_path / "data" / "mnist")
     with pytest.raises(InputError, match="has no val split; hold one out"):
         evaluate(write_model_dir(tmp_path / "run"), root=tmp_path / "data", split="val")
+
+
+def test_a_dataset_with_fewer_classes_than_the_model_is_refused(tmp_path):
+    from PIL import Image
+
+    for name in ("cat", "dog"):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("L", (28, 28), 40 * i).save(tmp_path / "pets" / name / f"{i}.png")
+    model_dir = write_model_dir(tmp_path / "run")
+    with pytest.raises(
+        InputError, match=r"its 2 classes \(cat, dog\) do not match the model's 10 \(0, 1, 2, 3 \.\.\.\)"
+    ):
+        evaluate(model_dir, data=f"folder:{tmp_path / 'pets'}", root=tmp_path / "cache", split="train")

@@ -178,6 +178,18 @@ def train_command(
     train_fraction: Annotated[float | None, typer.Option("--train-fraction")] = None,
     val_fraction: Annotated[float | None, typer.Option("--val-fraction")] = None,
     hidden: Annotated[str | None, typer.Option("--hidden", help="Classifier hidden widths, e.g. 4096,1024.")] = None,
+    pretrained: Annotated[
+        str | None, typer.Option("--pretrained", help="imagenet, a .pth/.safetensors file or a run directory.")
+    ] = None,
+    freeze: Annotated[
+        str | None, typer.Option("--freeze", help="none, features or all-but-head: frozen for the whole run.")
+    ] = None,
+    head_epochs: Annotated[
+        int | None, typer.Option("--head-epochs", min=0, help="Train only the new head this many epochs first.")
+    ] = None,
+    backbone_lr_scale: Annotated[
+        float | None, typer.Option("--backbone-lr-scale", help="Learning rate of pretrained weights, times --lr.")
+    ] = None,
     precision: Annotated[str | None, typer.Option("--precision", help="auto, fp32 or bf16.")] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     devices: Annotated[int | None, typer.Option("--devices", min=1)] = None,
@@ -199,6 +211,7 @@ def train_command(
     overrides = {
         "model": model, "data": data, "root": root, "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "image_size": image_size, "train_fraction": train_fraction, "val_fraction": val_fraction, "hidden": hidden,
+        "pretrained": pretrained, "freeze": freeze, "head_epochs": head_epochs, "backbone_lr_scale": backbone_lr_scale,
         "precision": precision, "seed": seed, "devices": devices, "compile": compile_model, "tta": tta,
     }  # fmt: skip
     if resume is not None:

@@ -8,10 +8,23 @@ from alexnet.training.optim import StepSchedule, build_optimizer, build_schedule
 
 def test_norms_and_biases_are_spared_from_weight_decay():
     model = get_model("alexnet_cifar", widths=(8, 8, 8, 8, 8), hidden=(16,))
-    decayed, spared = parameter_groups(model, 5e-4, decay_norms_and_biases=False)
+    decayed, spared = parameter_groups(model, 5e-4, decay_norms_and_biases=False, lr=0.1)
     assert decayed["weight_decay"] == 5e-4 and spared["weight_decay"] == 0.0
     assert all(p.ndim > 1 for p in decayed["params"]) and all(p.ndim == 1 for p in spared["params"])
-    assert len(parameter_groups(model, 5e-4, decay_norms_and_biases=True)) == 1
+    assert len(parameter_groups(model, 5e-4, decay_norms_and_biases=True, lr=0.1)) == 1
+
+
+def test_pretrained_parameters_get_a_scaled_rate_and_excluded_ones_no_group():
+    model = get_model("alexnet_cifar", widths=(8, 8, 8, 8, 8), hidden=(16,))
+    names = [n for n, _ in model.named_parameters()]
+    backbone = {n for n in names if n.startswith("features.")}
+    groups = parameter_groups(
+        model, 5e-4, decay_norms_and_biases=True, lr=0.1, scaled=backbone, scale=0.1, exclude={"features.0.weight"}
+    )
+    by_rate = {round(g["lr"], 6): sum(p.numel() for p in g["params"]) for g in groups}
+    params = dict(model.named_parameters())
+    assert by_rate[0.01] == sum(params[n].numel() for n in backbone - {"features.0.weight"})
+    assert by_rate[0.1] == sum(params[n].numel() for n in names if n not in backbone)
 
 
 def test_optimizers():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -31,6 +32,11 @@ class TrainConfig:
     train_fraction: float = 1.0
     val_fraction: float = 0.1  # held out of the training images for validation and best.ckpt
     storage_size: int = 256  # px, decoded image-folder cache
+    # fine-tuning
+    pretrained: str | None = None  # "imagenet" (torchvision's weights) or a .pth / .safetensors / run directory
+    freeze: Literal["none", "features", "all-but-head"] = "none"  # frozen for the whole run
+    head_epochs: int = 0  # two-stage: train only the new head for this many epochs, then everything
+    backbone_lr_scale: float = 1.0  # learning rate of the pretrained weights, as a fraction of lr
     # augmentation
     crop: Literal["pad", "resized", "none"] = "pad"
     padding: int = 0  # px, at the stored size
@@ -77,8 +83,16 @@ class TrainConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
+def _choices(name: str) -> tuple[str, ...] | None:
+    hint = typing.get_type_hints(TrainConfig)[name]
+    return typing.get_args(hint) if typing.get_origin(hint) is Literal else None
+
+
 def _coerce(spec: dataclasses.Field, value: Any) -> Any:
     default = spec.default if spec.default is not dataclasses.MISSING else None
+    choices = _choices(spec.name)
+    if choices is not None and value not in choices:
+        raise InputError(f"{spec.name} must be one of {', '.join(choices)}, not {value!r}")
     if spec.name == "hidden" and value is not None:
         if isinstance(value, str):
             value = [part for part in value.split(",") if part.strip()]

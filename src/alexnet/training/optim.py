@@ -3,29 +3,47 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, decay_norms_and_biases: bool) -> list[dict]:
-    """One group with weight decay and, unless ``decay_norms_and_biases``, one without it for every
-    one-dimensional parameter (BatchNorm scales and shifts, biases), which decay only pulls toward zero."""
-    decayed, spared = [], []
-    for parameter in model.parameters():
-        if not parameter.requires_grad:
+def parameter_groups(
+    model: nn.Module,
+    weight_decay: float,
+    decay_norms_and_biases: bool,
+    *,
+    lr: float,
+    scaled: Collection[str] = (),
+    scale: float = 1.0,
+    exclude: Collection[str] = (),
+) -> list[dict]:
+    """Parameter groups by weight decay and learning rate.
+
+    Weight decay spares every one-dimensional parameter (BatchNorm scales and shifts, biases), which decay
+    only pulls toward zero, unless ``decay_norms_and_biases``. Parameters named in ``scaled`` (pretrained
+    weights being fine-tuned) get ``lr * scale``: discriminative learning rates. ``exclude`` names
+    parameters that never train; a parameter frozen only for a while (stage 1 of fine-tuning) stays in
+    its group, and the optimiser skips it while it has no gradient.
+    """
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for name, parameter in model.named_parameters():
+        if name in exclude:
             continue
-        (decayed if decay_norms_and_biases or parameter.ndim > 1 else spared).append(parameter)
-    groups = [{"params": decayed, "weight_decay": weight_decay}]
-    if spared:
-        groups.append({"params": spared, "weight_decay": 0.0})
-    return groups
+        decay = weight_decay if decay_norms_and_biases or parameter.ndim > 1 else 0.0
+        rate = lr * scale if name in scaled else lr
+        groups.setdefault((decay, rate), []).append(parameter)
+    return [{"params": params, "weight_decay": decay, "lr": rate} for (decay, rate), params in groups.items()]
 
 
-def build_optimizer(model: nn.Module, config) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, config, *, scaled: Collection[str] = (), exclude: Collection[str] = ()):
     """SGD (momentum, optionally Nesterov) or AdamW over ``parameter_groups``."""
-    groups = parameter_groups(model, config.weight_decay, config.decay_norms_and_biases)
+    groups = parameter_groups(
+        model, config.weight_decay, config.decay_norms_and_biases, lr=config.lr,
+        scaled=scaled, scale=config.backbone_lr_scale, exclude=exclude,
+    )  # fmt: skip
     if config.optimizer == "sgd":
         nesterov = config.nesterov and config.momentum > 0
         return _fused(torch.optim.SGD, groups, lr=config.lr, momentum=config.momentum, nesterov=nesterov)

@@ -20,6 +20,7 @@ from alexnet.data.imageset import Dataset
 from alexnet.errors import InputError
 from alexnet.models import get_architecture, get_model, model_spec
 from alexnet.models.plan import fits, smallest_input_size
+from alexnet.pretrained import Pretrained, load_pretrained, transfer
 from alexnet.runtime import device_name
 from alexnet.training.config import TrainConfig, read_config_file
 
@@ -35,6 +36,7 @@ class Plan:
     image_size: int
     in_channels: int
     model_kwargs: dict
+    pretrained: Pretrained | None = None  # weights to start from, checked against the model
 
 
 def default_run_dir(config: TrainConfig) -> Path:
@@ -70,13 +72,24 @@ def plan_run(config: TrainConfig) -> Plan:
         raise InputError(
             f"{config.model} cannot take {image_size}x{image_size} images; the smallest it takes is {smallest}"
         )
-    return Plan(config, dataset, image_size, in_channels, kwargs)
+    if (config.freeze != "none" or config.head_epochs > 0) and config.pretrained is None:
+        raise InputError("--freeze and --head-epochs fine-tune pretrained weights; give --pretrained SRC")
+    pretrained = None
+    if config.pretrained is not None:
+        pretrained = load_pretrained(config.pretrained, config.model)
+        with torch.device("meta"):  # every key and shape checked before anything is written or loaded
+            transfer(get_model(config.model, **kwargs), pretrained)
+    return Plan(config, dataset, image_size, in_channels, kwargs, pretrained)
 
 
 def build_preprocess(plan: Plan) -> Preprocess:
-    """Normalisation from the training images' statistics, augmentation from the config."""
+    """Normalisation from the training images' statistics (or from the pretrained weights' own, when the
+    channel counts agree: ImageNet's for torchvision's files), augmentation from the config."""
     config = plan.config
     mean, std = channel_stats(plan.dataset.train.images)
+    known = plan.pretrained.preprocess if plan.pretrained is not None else {}
+    if known.get("mean") is not None and len(known["mean"]) == len(mean):
+        mean, std = list(known["mean"]), list(known["std"])
     return Preprocess(
         image_size=plan.image_size,
         channels=plan.in_channels,
@@ -134,9 +147,11 @@ def train(
 
     pl.seed_everything(config.seed, workers=False, verbose=False)
     model = get_model(config.model, **plan.model_kwargs)
+    transferred = transfer(model, plan.pretrained) if plan.pretrained is not None else None
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     preprocess = build_preprocess(plan)
+    write_text(run_dir / "model.json", json.dumps({"format_version": 1, **model_meta(plan, preprocess)}, indent=2))
     data = ImageDataModule(plan.dataset, preprocess, batch_size=config.batch_size, seed=config.seed, tta=config.tta)
     has_validation = plan.dataset.val is not None
     world_size = config.devices
@@ -144,7 +159,7 @@ def train(
     trainer = build_trainer(
         config, run_dir, has_validation=has_validation, steps_per_epoch=steps_per_epoch, extra_callbacks=callbacks
     )
-    task = ClassificationTask(model, config, plan.dataset.train.classes, steps_per_epoch)
+    task = ClassificationTask(model, config, plan.dataset.train.classes, steps_per_epoch, transferred)
     log.info(
         "training %s on %s: %d train / %s val / %d test images at %d px, %s, run directory %s",
         config.model, plan.dataset.name, len(plan.dataset.train), len(plan.dataset.val) if has_validation else 0,
@@ -211,8 +226,15 @@ def _finish(trainer, task, data, plan: Plan, preprocess: Preprocess, run_dir: Pa
         "config": config.to_dict(),
     }
     write_text(run_dir / "report.json", json.dumps(report, indent=2) + "\n")
-    meta = {
-        "model": config.model,
+    save_model_dir(task.evaluated, run_dir, {**model_meta(plan, preprocess), "test_top1": report.get("test_top1")})
+    return report
+
+
+def model_meta(plan: Plan, preprocess: Preprocess) -> dict:
+    """model.json: the architecture, classes and preprocessing; written when training starts (so that the
+    checkpoints of an unfinished run can be evaluated) and again, with the test figure, beside the weights."""
+    return {
+        "model": plan.config.model,
         "model_kwargs": plan.model_kwargs,
         "classes": list(plan.dataset.train.classes),
         "preprocess": {
@@ -224,7 +246,4 @@ def _finish(trainer, task, data, plan: Plan, preprocess: Preprocess, run_dir: Pa
             "padding": preprocess.padding,
         },  # fmt: skip
         "data": plan.dataset.name,
-        "test_top1": report.get("test_top1"),
     }
-    save_model_dir(task.evaluated, run_dir, meta)
-    return report

@@ -11,6 +11,8 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from alexnet.inference import average_views
+from alexnet.pretrained import Transfer
+from alexnet.training.finetune import FreezePlan, apply_freeze, freeze_norms
 from alexnet.training.optim import build_optimizer, build_scheduler
 
 
@@ -25,9 +27,15 @@ class ClassificationTask(pl.LightningModule):
     views for evaluation, whose softmax outputs are averaged (test-time augmentation).
     """
 
-    def __init__(self, model: nn.Module, config, classes: tuple[str, ...], steps_per_epoch: int) -> None:
+    def __init__(
+        self, model: nn.Module, config, classes: tuple[str, ...], steps_per_epoch: int, transfer: Transfer | None = None
+    ) -> None:
         super().__init__()
         self.model = model
+        self.transfer = transfer
+        self.freeze = FreezePlan.build(transfer, config.freeze, config.head_epochs) if transfer is not None else None
+        if self.freeze is not None:
+            apply_freeze(model, self.freeze, epoch=0)
         self.config = config
         self.classes = classes
         self.steps_per_epoch = steps_per_epoch
@@ -110,6 +118,18 @@ class ClassificationTask(pl.LightningModule):
             }
         )
 
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.freeze is not None:
+            freeze_norms(self.model)  # frozen BatchNorm layers keep their pretrained statistics
+        return self
+
+    def on_train_epoch_start(self) -> None:
+        if self.freeze is not None:
+            apply_freeze(self.model, self.freeze, self.current_epoch)  # the two-stage schedule's switch
+
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.model, self.config)
+        scaled = self.transfer.loaded if self.transfer is not None else ()
+        exclude = self.freeze.always_frozen if self.freeze is not None else ()
+        optimizer = build_optimizer(self.model, self.config, scaled=scaled, exclude=exclude)
         return {"optimizer": optimizer, "lr_scheduler": build_scheduler(optimizer, self.config, self.steps_per_epoch)}

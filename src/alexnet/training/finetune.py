@@ -1,0 +1,54 @@
+"""Which parameters train when: permanent freezing and the two-stage fine-tuning schedule.
+
+Stage 1 (``head_epochs``): only the new head (the parameters the pretrained weights did not provide)
+trains. Stage 2: everything trains except what ``freeze`` holds for the whole run (``features``: the
+convolutional part; ``all-but-head``: every pretrained parameter). BatchNorm layers whose parameters are
+frozen stay in eval mode, so their running statistics keep the pretrained values too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from alexnet.pretrained import Transfer
+
+
+@dataclass(frozen=True)
+class FreezePlan:
+    head: frozenset[str]  # parameter names left fresh by the transfer
+    always_frozen: frozenset[str]
+    head_epochs: int = 0
+
+    @classmethod
+    def build(cls, transfer: Transfer, freeze: str, head_epochs: int) -> FreezePlan:
+        if freeze == "features":
+            frozen = {n for n in transfer.loaded if n.startswith("features.")}
+        elif freeze == "all-but-head":
+            frozen = set(transfer.loaded)
+        else:
+            frozen = set()
+        return cls(frozenset(transfer.fresh), frozenset(frozen), head_epochs)
+
+    def trainable(self, name: str, epoch: int) -> bool:
+        if epoch < self.head_epochs:
+            return name in self.head
+        return name not in self.always_frozen
+
+
+def apply_freeze(model: nn.Module, plan: FreezePlan, epoch: int) -> None:
+    """Set ``requires_grad`` for ``epoch`` and put fully frozen BatchNorm layers in eval mode."""
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(plan.trainable(name, epoch))
+    if model.training:
+        freeze_norms(model)
+
+
+def freeze_norms(model: nn.Module) -> None:
+    """Eval mode for every BatchNorm layer none of whose parameters trains (its running statistics stay)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            parameters = list(module.parameters())
+            if parameters and not any(p.requires_grad for p in parameters):
+                module.eval()

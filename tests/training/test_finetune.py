@@ -1,0 +1,89 @@
+"""Fine-tuning: head replacement, freezing with BatchNorm statistics kept, and the two-stage schedule."""
+
+import json
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from alexnet.cli import main
+from alexnet.pretrained import Transfer
+from alexnet.training.config import resolve_config
+from alexnet.training.finetune import FreezePlan
+from alexnet.training.run import train
+
+from fileformats import write_learnable_mnist
+
+TINY = {"model": "alexnet_cifar", "data": "mnist", "batch_size": 32, "lr": 0.05, "val_fraction": 0.2,
+        "model_options": {"widths": [8, 16, 16, 16, 16]}, "hidden": [32]}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pretrained_run(tmp_path_factory):
+    """A finished 3-class run, and a 3-class dataset to fine-tune on (same format, other seed)."""
+    root = tmp_path_factory.mktemp("data")
+    write_learnable_mnist(root / "first" / "mnist", seed=0)
+    write_learnable_mnist(root / "second" / "mnist", seed=1)
+    run = tmp_path_factory.mktemp("runs") / "source"
+    config = resolve_config(overrides={**TINY, "root": str(root / "first"), "epochs": 1})
+    train(config, out=run)
+    return run, root / "second"
+
+
+def test_freeze_plan_stages():
+    done = Transfer(loaded=("features.0.weight", "classifier.1.weight"), fresh=("classifier.3.weight",))
+    two_stage = FreezePlan.build(done, "none", head_epochs=2)
+    assert [two_stage.trainable("features.0.weight", e) for e in range(4)] == [False, False, True, True]
+    assert all(two_stage.trainable("classifier.3.weight", e) for e in range(4))
+    features = FreezePlan.build(done, "features", head_epochs=0)
+    assert not features.trainable("features.0.weight", 5) and features.trainable("classifier.1.weight", 0)
+    head_only = FreezePlan.build(done, "all-but-head", head_epochs=0)
+    assert not head_only.trainable("classifier.1.weight", 3) and head_only.trainable("classifier.3.weight", 3)
+
+
+def test_frozen_features_and_their_batchnorm_statistics_stay_pretrained(pretrained_run, tmp_path):
+    source, data = pretrained_run
+    config = resolve_config(overrides={**TINY, "root": str(data), "epochs": 1, "pretrained": str(source),
+                                       "freeze": "features"})  # fmt: skip
+    train(config, out=tmp_path / "tuned")
+    before = load_file(str(source / "model.safetensors"))
+    after = load_file(str(tmp_path / "tuned" / "model.safetensors"))
+    features = [k for k in before if k.startswith("features.") and not k.endswith("num_batches_tracked")]
+    assert any("running_mean" in k for k in features)
+    for key in features:
+        assert torch.equal(before[key], after[key]), key
+    assert not torch.equal(before["classifier.1.weight"], after["classifier.1.weight"])
+    # Normalisation comes with the pretrained weights when the channels agree.
+    meta = json.loads((tmp_path / "tuned" / "model.json").read_text())
+    assert meta["preprocess"]["mean"] == json.loads((source / "model.json").read_text())["preprocess"]["mean"]
+
+
+class Recorder(pl.Callback):
+    def __init__(self):
+        self.conv, self.rates = [], []
+
+    def on_train_epoch_end(self, trainer, module):
+        self.conv.append(module.model.features[0].weight.detach().clone())
+        self.rates.append(sorted({round(g["initial_lr"], 6) for g in trainer.optimizers[0].param_groups}))
+
+
+def test_two_stage_trains_the_head_then_everything_at_discriminative_rates(pretrained_run, tmp_path):
+    source, data = pretrained_run
+    config = resolve_config(overrides={**TINY, "root": str(data), "epochs": 2, "pretrained": str(source),
+                                       "head_epochs": 1, "backbone_lr_scale": 0.1})  # fmt: skip
+    recorder = Recorder()
+    train(config, out=tmp_path / "two-stage", callbacks=[recorder])
+    start = load_file(str(source / "model.safetensors"))["features.0.weight"]
+    assert torch.equal(recorder.conv[0], start)  # stage 1: the pretrained conv did not move
+    assert not torch.equal(recorder.conv[1], start)  # stage 2: it trains
+    assert recorder.rates[0] == [0.005, 0.05]  # pretrained weights at a tenth of the head's rate
+
+
+def test_freezing_needs_pretrained_weights(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--freeze", "features", "--out", str(out)]) == 2
+    assert "give --pretrained SRC" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["train", "--freeze", "everything", "--out", str(out)]) == 2
+    assert "freeze must be one of none, features, all-but-head" in capsys.readouterr().err
