@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -192,7 +193,18 @@ def train_command(
     ] = None,
     precision: Annotated[str | None, typer.Option("--precision", help="auto, fp32 or bf16.")] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
-    devices: Annotated[int | None, typer.Option("--devices", min=1)] = None,
+    devices: Annotated[
+        int | None, typer.Option("--devices", min=1, help="Processes (CPU) or GPUs per node; DDP when more than 1.")
+    ] = None,
+    num_nodes: Annotated[
+        int | None, typer.Option("--num-nodes", min=1, help="Machines (SLURM; torchrun sets it).")
+    ] = None,
+    sync_batchnorm: Annotated[
+        bool | None, typer.Option("--sync-batchnorm/--no-sync-batchnorm", help="BatchNorm over the global batch.")
+    ] = None,
+    scale_lr: Annotated[
+        bool | None, typer.Option("--scale-lr/--no-scale-lr", help="Multiply --lr by the number of processes.")
+    ] = None,
     compile_model: Annotated[
         bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model.")
     ] = None,
@@ -212,6 +224,7 @@ def train_command(
         "model": model, "data": data, "root": root, "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "image_size": image_size, "train_fraction": train_fraction, "val_fraction": val_fraction, "hidden": hidden,
         "pretrained": pretrained, "freeze": freeze, "head_epochs": head_epochs, "backbone_lr_scale": backbone_lr_scale,
+        "num_nodes": num_nodes, "sync_batchnorm": sync_batchnorm, "scale_lr": scale_lr,
         "precision": precision, "seed": seed, "devices": devices, "compile": compile_model, "tta": tta,
     }  # fmt: skip
     if resume is not None:
@@ -221,6 +234,8 @@ def train_command(
     else:
         config = resolve_config(recipe=recipe, config_file=config_file, overrides=overrides)
     report = train(config, out=out, resume=resume)
+    if report is None:  # a process other than global rank 0 of a distributed run: rank 0 reports
+        return
     if as_json:
         _print_json(report)
         return
@@ -339,12 +354,22 @@ def _training_stop(error: Exception) -> int | None:
     if "alexnet.training.callbacks" not in sys.modules:
         return None
     from alexnet.training.callbacks import Interrupted
+    from alexnet.training.distributed import RUN_DIR_ENV, is_peer_failure
     from alexnet.training.task import NonFiniteLoss
 
     if isinstance(error, Interrupted):
         run_dir = error.checkpoint.parent.parent
         typer.echo(f"alexnet: {error}; continue with: alexnet train --resume {run_dir}", err=True)
         return 128 + (2 if error.signal_name == "SIGINT" else 15)
+    if is_peer_failure(error):
+        reason = str(error).split("] ", 1)[-1].split(". ")[0][:160]
+        run_dir = os.environ.get(RUN_DIR_ENV, "RUN_DIR")
+        typer.echo(
+            f"alexnet: error: another training process stopped or stopped answering ({reason}); this one stops too. "
+            f"Continue from the last checkpoint with: alexnet train --resume {run_dir}",
+            err=True,
+        )
+        return 1
     if isinstance(error, NonFiniteLoss):
         typer.echo(
             f"alexnet: error: {error}; the last good checkpoint is kept (lower --lr, or clip gradients)", err=True

@@ -47,8 +47,9 @@ class EpochMetrics(pl.Callback):
     ``log_lines`` it also logs one plain line per epoch, for when there is no progress bar.
     """
 
-    def __init__(self, path: Path, *, log_lines: bool = True) -> None:
+    def __init__(self, path: Path, *, log_lines: bool = True, world_size: int = 1) -> None:
         self.path, self.log_lines = path, log_lines
+        self.world_size = world_size  # every process trains equal batches: images/s is this one's times this
         self.rows: list[dict[str, str]] = []
         self._start = self._train_end = 0.0
         self._images = 0
@@ -80,10 +81,12 @@ class EpochMetrics(pl.Callback):
             "val_loss": float(val["val_loss"]) if "val_loss" in val else math.nan,
             "val_acc": float(val["val_acc"]) if "val_acc" in val else math.nan,
             "time_s": now - self._start,
-            "images_per_s": self._images / train_s if train_s > 0 else math.nan,
+            "images_per_s": self._images * self.world_size / train_s if train_s > 0 else math.nan,
         }
         self.rows = [r for r in self.rows if int(r["epoch"]) < row["epoch"]]
         self.rows.append({k: str(v) if isinstance(v, int) else f"{v:.6g}" for k, v in row.items()})
+        if not trainer.is_global_zero:  # every process computed the (reduced) figures; one writes them
+            return
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, METRICS_COLUMNS, lineterminator="\n")
         writer.writeheader()

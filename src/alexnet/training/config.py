@@ -66,7 +66,11 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     seed: int = 0
-    devices: int = 1
+    devices: int = 1  # processes (CPU) or GPUs per node; torchrun and SLURM set it themselves
+    num_nodes: int = 1
+    sync_batchnorm: bool = True  # BatchNorm statistics over the global batch when several processes train
+    scale_lr: bool = False  # multiply lr by the number of processes (linear scaling with the global batch)
+    dist_timeout_s: float = 120.0  # how long a process waits on a collective before the job fails
     tta: Literal["none", "flip", "ten-crop"] = "none"  # test-time augmentation of the final test
     recipe: str | None = None  # the recipe these settings started from (informational)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -110,10 +111,10 @@ def load_resume(run_dir: Path, overrides: dict) -> TrainConfig:
         raise InputError(f"{run_dir}: no config.yaml (not a run directory)")
     if not checkpoint.exists():
         raise InputError(f"{run_dir}: no checkpoints/last.ckpt to resume from")
-    allowed = {"epochs", "devices", "precision"}
+    allowed = {"epochs", "devices", "num_nodes", "precision"}
     refused = sorted(k for k, v in overrides.items() if v is not None and k not in allowed)
     if refused:
-        changeable = "--epochs, --devices and --precision"
+        changeable = "--epochs, --devices, --num-nodes and --precision"
         raise InputError(
             f"--resume continues a run as configured; only {changeable} may change, not {', '.join(refused)}"
         )
@@ -123,8 +124,9 @@ def load_resume(run_dir: Path, overrides: dict) -> TrainConfig:
 
 def train(
     config: TrainConfig, *, out: Path | None = None, resume: Path | None = None, callbacks: Sequence = ()
-) -> dict:
-    """Train ``config`` and return the report written to report.json.
+) -> dict | None:
+    """Train ``config`` and return the report written to report.json (``None`` in processes other than
+    global rank 0, which train and test their shards but write nothing).
 
     With ``resume`` (a run directory; ``config`` from ``load_resume``) training continues from its
     ``last.ckpt`` in the same directory. ``callbacks`` are extra Lightning callbacks.
@@ -134,16 +136,25 @@ def train(
 
     from alexnet.training.callbacks import Interrupted
     from alexnet.training.datamodule import ImageDataModule
+    from alexnet.training.distributed import RUN_DIR_ENV, detect_layout, threads_per_process
     from alexnet.training.task import ClassificationTask
     from alexnet.training.trainer import build_trainer
 
+    layout = detect_layout(config.devices, config.num_nodes)
+    if layout.world_size > 1:
+        torch.set_num_threads(threads_per_process(layout))  # the node's cores shared between its processes
     checkpoint = resume / "checkpoints" / "last.ckpt" if resume is not None else None
     plan = plan_run(config)
-    run_dir = resume or out or default_run_dir(config)
-    if resume is None and run_dir.exists() and any(run_dir.iterdir()):
-        raise InputError(f"{run_dir}: already holds files; choose another --out or --resume it")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    # The processes Lightning starts inherit the environment: they all use rank 0's directory.
+    inherited = os.environ.get(RUN_DIR_ENV) if not layout.is_zero else None
+    run_dir = Path(resume or out or inherited or default_run_dir(config))
+    if layout.world_size > 1:
+        os.environ[RUN_DIR_ENV] = str(run_dir)
+    if layout.is_zero:
+        if resume is None and run_dir.exists() and any(run_dir.iterdir()):
+            raise InputError(f"{run_dir}: already holds files; choose another --out or --resume it")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
 
     pl.seed_everything(config.seed, workers=False, verbose=False)
     model = get_model(config.model, **plan.model_kwargs)
@@ -151,20 +162,26 @@ def train(
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     preprocess = build_preprocess(plan)
-    write_text(run_dir / "model.json", json.dumps({"format_version": 1, **model_meta(plan, preprocess)}, indent=2))
+    if layout.is_zero:
+        meta = {"format_version": 1, **model_meta(plan, preprocess)}
+        write_text(run_dir / "model.json", json.dumps(meta, indent=2))
     data = ImageDataModule(plan.dataset, preprocess, batch_size=config.batch_size, seed=config.seed, tta=config.tta)
     has_validation = plan.dataset.val is not None
-    world_size = config.devices
-    steps_per_epoch = max(1, len(plan.dataset.train) // world_size // config.batch_size)
+    steps_per_epoch = max(1, len(plan.dataset.train) // layout.world_size // config.batch_size)
     trainer = build_trainer(
-        config, run_dir, has_validation=has_validation, steps_per_epoch=steps_per_epoch, extra_callbacks=callbacks
-    )
-    task = ClassificationTask(model, config, plan.dataset.train.classes, steps_per_epoch, transferred)
-    log.info(
-        "training %s on %s: %d train / %s val / %d test images at %d px, %s, run directory %s",
-        config.model, plan.dataset.name, len(plan.dataset.train), len(plan.dataset.val) if has_validation else 0,
-        len(plan.dataset.test) if plan.dataset.test is not None else 0, plan.image_size, trainer.precision, run_dir,
+        config, run_dir, layout, has_validation=has_validation, steps_per_epoch=steps_per_epoch,
+        extra_callbacks=callbacks,
     )  # fmt: skip
+    trained = config.replace(lr=config.lr * layout.world_size) if config.scale_lr else config
+    task = ClassificationTask(model, trained, plan.dataset.train.classes, steps_per_epoch, transferred)
+    if layout.is_zero:
+        log.info(
+            "training %s on %s: %d train / %s val / %d test images at %d px, %s, %d process%s (global batch %d), "
+            "run directory %s",
+            config.model, plan.dataset.name, len(plan.dataset.train), len(plan.dataset.val) if has_validation else 0,
+            len(plan.dataset.test) if plan.dataset.test is not None else 0, plan.image_size, trainer.precision,
+            layout.world_size, "" if layout.world_size == 1 else "es", config.batch_size * layout.world_size, run_dir,
+        )  # fmt: skip
     started = time.perf_counter()
     try:
         trainer.fit(task, datamodule=data, ckpt_path=checkpoint, weights_only=True)
@@ -173,33 +190,49 @@ def train(
         # an epoch-end checkpoint is written: report it as the interruption it is.
         raise Interrupted("SIGTERM", run_dir / "checkpoints" / "last.ckpt") from None
     train_time_s = time.perf_counter() - started
-    return _finish(trainer, task, data, plan, preprocess, run_dir, train_time_s)
+    return _finish(trainer, task, data, plan, preprocess, run_dir, train_time_s, layout)
 
 
-def _finish(trainer, task, data, plan: Plan, preprocess: Preprocess, run_dir: Path, train_time_s: float) -> dict:
-    """Test the best weights, then write the plots, report.json and the exported model."""
+def _best_state(trainer, run_dir: Path, is_zero: bool) -> dict:
+    """Rank 0 reads the best checkpoint and hands its weights to every process (other nodes may not
+    see rank 0's disk)."""
+    state = None
+    if is_zero:
+        best = Path(trainer.checkpoint_callback.best_model_path or run_dir / "checkpoints" / "last.ckpt")
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    return trainer.strategy.broadcast(state, src=0)
+
+
+def _finish(
+    trainer, task, data, plan: Plan, preprocess: Preprocess, run_dir: Path, train_time_s: float, layout
+) -> dict | None:
+    """Test the best weights (every process, on its shard), then rank 0 writes the plots, report.json and
+    the exported model."""
     from alexnet.export import save_model_dir
+    from alexnet.inference import average_views
     from alexnet.plots import plot_confusion, plot_curves, plot_predictions
     from alexnet.training.callbacks import read_metrics
 
     config = plan.config
-    best = Path(trainer.checkpoint_callback.best_model_path or run_dir / "checkpoints" / "last.ckpt")
-    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-    task.load_state_dict(state)
+    task.load_state_dict(_best_state(trainer, run_dir, layout.is_zero))
+    test = {}
+    if plan.dataset.test is not None:
+        [test] = trainer.test(task, datamodule=data, verbose=False, weights_only=True)
+        matrix = task.test_confusion.compute().cpu().numpy().astype(np.int64)  # reduced over the processes
+    if not layout.is_zero:
+        return None
     rows = read_metrics(run_dir / "metrics.csv")
     title = f"{config.model} on {plan.dataset.name}"
     plot_curves(rows, run_dir / "curves.png", title)
-    test = {}
     if plan.dataset.test is not None:
-        task.test_predictions.clear()
-        [test] = trainer.test(task, datamodule=data, verbose=False, weights_only=True)
-        matrix = task.test_confusion.compute().cpu().numpy().astype(np.int64)
-        predicted = torch.cat(task.test_predictions).numpy()
         test_set = plan.dataset.test
         plot_confusion(matrix, test_set.classes, run_dir / "confusion.png", f"{title}: test confusion")
         shown = np.linspace(0, len(test_set) - 1, min(32, len(test_set))).astype(int)
+        task.eval()
+        views = preprocess.evaluate(torch.from_numpy(test_set.images[shown]).to(task.device), config.tta)
+        predicted = average_views(task, views).argmax(-1).cpu()
         plot_predictions(
-            test_set.images[shown], test_set.labels[shown].tolist(), predicted[shown].tolist(),
+            test_set.images[shown], test_set.labels[shown].tolist(), predicted.tolist(),
             test_set.classes, run_dir / "predictions.png", f"{title}: test predictions",
         )  # fmt: skip
         test = {"test_top1": test["test_top1"], "test_top5": test["test_top5"], "test_loss": test["test_loss"],
@@ -218,6 +251,10 @@ def _finish(trainer, task, data, plan: Plan, preprocess: Preprocess, run_dir: Pa
         "images_per_s": round(float(np.median(images_per_s)), 1) if images_per_s else None,
         "parameters": sum(p.numel() for p in task.model.parameters()),
         "precision": str(trainer.precision),
+        "processes": layout.world_size,
+        "batch_size_per_process": config.batch_size,
+        "global_batch_size": config.batch_size * layout.world_size,
+        "lr": config.lr * layout.world_size if config.scale_lr else config.lr,
         "device": device_name(),
         "torch": torch.__version__,
         "classes": list(plan.dataset.train.classes),

@@ -52,7 +52,6 @@ class ClassificationTask(pl.LightningModule):
         self.test_top1 = MulticlassAccuracy(k, average="micro")
         self.test_top5 = MulticlassAccuracy(k, top_k=min(5, k), average="micro")
         self.test_confusion = MulticlassConfusionMatrix(k)
-        self.test_predictions: list[torch.Tensor] = []
         # Kept out of the module tree, so checkpoint keys stay those of the plain model (no "_orig_mod.").
         object.__setattr__(self, "_train_forward", torch.compile(model) if config.compile else model)
 
@@ -107,7 +106,6 @@ class ClassificationTask(pl.LightningModule):
         self.test_top1.update(log_probabilities, labels)
         self.test_top5.update(log_probabilities, labels)
         self.test_confusion.update(log_probabilities, labels)
-        self.test_predictions.append(log_probabilities.argmax(-1).cpu())
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(

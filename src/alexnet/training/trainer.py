@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from alexnet.atomic import atomic_path
 from alexnet.runtime import cpu_supports_bf16
 from alexnet.training.callbacks import EpochMetrics, GracefulStop, ImagesPerSecondBar, ReseedEachEpoch
+from alexnet.training.distributed import Layout, build_strategy
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -56,15 +57,16 @@ def _is_terminal(stream) -> bool:
 
 
 def build_trainer(
-    config, run_dir: Path, *, has_validation: bool, steps_per_epoch: int, extra_callbacks: Sequence = ()
+    config, run_dir: Path, layout: Layout, *, has_validation: bool, steps_per_epoch: int, extra_callbacks: Sequence = ()
 ) -> pl.Trainer:
-    """A Trainer writing into ``run_dir``: checkpoints/{last,best}.ckpt, tensorboard/, metrics.csv."""
+    """A Trainer writing into ``run_dir``: checkpoints/{last,best}.ckpt, tensorboard/, metrics.csv; with DDP
+    across ``layout``'s processes when there are several (only global rank 0 writes)."""
     accelerator = "gpu" if torch.cuda.is_available() else "cpu"
     checkpoints = run_dir / "checkpoints"
     interactive = _is_terminal(sys.stdout)  # Lightning's bars draw on stdout; else one plain line per epoch
     monitor = {"monitor": "val_acc", "mode": "max"} if has_validation else {}
     callbacks = [
-        EpochMetrics(run_dir / "metrics.csv", log_lines=not interactive),
+        EpochMetrics(run_dir / "metrics.csv", log_lines=not interactive, world_size=layout.world_size),
         ModelCheckpoint(
             dirpath=checkpoints,
             filename="best",
@@ -84,13 +86,19 @@ def build_trainer(
     # Lightning sets its loggers to INFO on import; its start-up lines (accelerators, tips) are noise to us.
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Our epoch figures are torchmetrics results, already reduced over the processes: no sync_dist needed.
+    warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\(.*sync_dist=True")
     # A resumed run writes into its own checkpoint folder on purpose.
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     if interactive:
         callbacks.append(ImagesPerSecondBar())
     return pl.Trainer(
         accelerator=accelerator,
-        devices=config.devices,
+        devices=layout.devices,
+        num_nodes=layout.num_nodes,
+        strategy=build_strategy(layout, accelerator, config.dist_timeout_s),
+        # torch's SyncBatchNorm runs on GPUs only: on CPUs each process normalises over its own batch.
+        sync_batchnorm=layout.world_size > 1 and config.sync_batchnorm and accelerator == "gpu",
         precision=resolve_precision(config.precision, accelerator),
         max_epochs=config.epochs,
         callbacks=callbacks,
