@@ -6,7 +6,7 @@ torch side (``Preprocess``, ``BatchLoader``) is imported when a model is fed.
 
 from __future__ import annotations
 
-import importlib
+from alexnet.lazy import lazy_exports
 
 _EXPORTS = {
     "DATASETS": "alexnet.data.datasets",
@@ -23,11 +23,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'alexnet.data' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
