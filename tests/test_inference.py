@@ -105,3 +105,14 @@ def test_precision_resolution():
     assert resolve_dtype("bf16", cpu) == torch.bfloat16
     with pytest.raises(InputError, match="unknown precision 'half'"):
         resolve_dtype("half", cpu)
+
+
+def test_an_unfinished_run_points_at_its_checkpoint(tmp_path):
+    run = write_model_dir(tmp_path / "run")
+    (run / "model.safetensors").unlink()
+    (run / "checkpoints").mkdir()
+    state = {f"model.{k}": v for k, v in constant_model().state_dict().items()}
+    torch.save({"state_dict": state}, run / "checkpoints" / "last.ckpt")
+    with pytest.raises(InputError, match=r"no model.safetensors yet \(the run has not finished\); use .*last.ckpt"):
+        load_classifier(run)
+    assert load_classifier(run / "checkpoints" / "last.ckpt").weights.name == "last.ckpt"

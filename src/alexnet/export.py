@@ -52,7 +52,10 @@ def load_model_dir(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
     try:
         state = load_file(str(path))
     except FileNotFoundError:
-        raise InputError(f"{folder}: no model.safetensors") from None
+        hint = ""
+        if (folder / "checkpoints" / "last.ckpt").exists():  # a run that has not finished (or was stopped)
+            hint = f" yet (the run has not finished); use {folder / 'checkpoints' / 'last.ckpt'}"
+        raise InputError(f"{folder}: no model.safetensors{hint}") from None
     except SafetensorError as error:
         raise InputError(f"{path}: not a safetensors file ({error})") from None
     check_state_dict(model, state, path)
