@@ -42,25 +42,59 @@ def read_model_meta(folder: Path) -> dict[str, Any]:
     return meta
 
 
-def load_model_dir(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
-    """(model in eval mode, meta) from ``model.safetensors`` + ``model.json``; keys and shapes must match."""
-    from alexnet.models import get_model
-
-    meta = read_model_meta(folder)
-    model = get_model(meta["model"], **meta["model_kwargs"])
-    path = folder / "model.safetensors"
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file; a missing or malformed file raises ``InputError``."""
     try:
-        state = load_file(str(path))
+        return load_file(str(path))
     except FileNotFoundError:
         hint = ""
-        if (folder / "checkpoints" / "last.ckpt").exists():  # a run that has not finished (or was stopped)
-            hint = f" yet (the run has not finished); use {folder / 'checkpoints' / 'last.ckpt'}"
-        raise InputError(f"{folder}: no model.safetensors{hint}") from None
+        run = path.parent
+        if path.name == "model.safetensors" and (run / "checkpoints" / "last.ckpt").exists():
+            # a run that has not finished (or was stopped)
+            hint = f" yet (the run has not finished); use {run / 'checkpoints' / 'last.ckpt'}"
+        raise InputError(f"{run}: no {path.name}{hint}") from None
     except SafetensorError as error:
         raise InputError(f"{path}: not a safetensors file ({error})") from None
-    check_state_dict(model, state, path)
+
+
+def read_torch_weights(path: Path, *, what: str = "weights file") -> dict[str, torch.Tensor]:
+    """A state_dict from a torch file, read with ``weights_only=True``: a plain mapping of names to tensors
+    (torchvision's ``.pth``) or a Lightning checkpoint, whose model weights are taken (the EMA copy when the
+    run kept one, without its ``ema.module.`` / ``model.`` prefix). Anything else raises ``InputError``."""
+    import pickle
+
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
+        raise InputError(f"{path}: not a readable {what} ({str(error).splitlines()[0][:120]})") from None
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        state = loaded["state_dict"]
+        for prefix in ("ema.module.", "model."):
+            picked = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            if picked:
+                return picked
+        raise InputError(f"{path}: the checkpoint holds no model weights (keys model.* or ema.module.*)")
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise InputError(f"{path}: holds no state_dict (a mapping of names to tensors)")
+    return loaded
+
+
+def model_from_meta(meta: dict[str, Any], state: dict[str, torch.Tensor], source: Path | str) -> nn.Module:
+    """The registered model ``meta`` names, with ``state`` loaded after its keys and shapes are checked;
+    in eval mode."""
+    from alexnet.models import get_model
+
+    model = get_model(meta["model"], **meta["model_kwargs"])
+    check_state_dict(model, state, source)
     model.load_state_dict(state, strict=True)
-    return model.eval(), meta
+    return model.eval()
+
+
+def load_model_dir(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """(model in eval mode, meta) from ``model.safetensors`` + ``model.json``; keys and shapes must match."""
+    meta = read_model_meta(folder)
+    path = folder / "model.safetensors"
+    return model_from_meta(meta, read_safetensors(path), path), meta
 
 
 def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: Path | str) -> None:

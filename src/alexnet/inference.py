@@ -7,7 +7,6 @@ No pickle and no training code state is ever loaded.
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from torch import nn
 
 from alexnet.data.augment import Preprocess
 from alexnet.errors import InputError
-from alexnet.export import check_state_dict, load_model_dir, read_model_meta
+from alexnet.export import load_model_dir, model_from_meta, read_model_meta, read_torch_weights
 from alexnet.runtime import cpu_supports_bf16
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -63,22 +62,6 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
-def _checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
-    """The evaluated weights of a Lightning checkpoint: the EMA copy when the run kept one."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
-        raise InputError(f"{path}: not a readable checkpoint ({str(error).splitlines()[0][:120]})") from None
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
-        raise InputError(f"{path}: no state_dict in the checkpoint")
-    for prefix in ("ema.module.", "model."):
-        picked = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        if picked:
-            return picked
-    raise InputError(f"{path}: the checkpoint holds no model weights (keys model.* or ema.module.*)")
-
-
 def _resolve(source: Path) -> tuple[Path, Path | None]:
     """(folder with model.json, checkpoint file or None) for a run/model directory, a .ckpt or model.safetensors."""
     if source.is_dir():
@@ -119,14 +102,8 @@ def load_classifier(
         model, meta = load_model_dir(folder)
         weights = folder / "model.safetensors"
     else:
-        from alexnet.models import get_model
-
         meta = read_model_meta(folder)
-        model = get_model(meta["model"], **meta["model_kwargs"])
-        state = _checkpoint_state(checkpoint)
-        check_state_dict(model, state, checkpoint)
-        model.load_state_dict(state, strict=True)
-        model.eval()
+        model = model_from_meta(meta, read_torch_weights(checkpoint, what="checkpoint"), checkpoint)
         weights = checkpoint
     dtype = resolve_dtype(precision, target)
     # bf16 weights rather than autocast: autocast re-casts every fp32 weight on every call, which at batch 1

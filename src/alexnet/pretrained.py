@@ -13,7 +13,6 @@ timm's ``reset_classifier``), and so is every hidden layer whose shape changed (
 from __future__ import annotations
 
 import os
-import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from torch import nn
 
 from alexnet.data.download import download, file_digest
 from alexnet.errors import InputError
+from alexnet.export import read_model_meta, read_safetensors, read_torch_weights
 
 URL_BASE = "https://download.pytorch.org/models/"
 # torchvision's ImageNet checkpoints: file name (its hash part is the sha256 prefix) and published top-1.
@@ -89,50 +89,23 @@ def imagenet_checkpoint(model: str, *, allow_download: bool = True) -> Path:
     return download([URL_BASE + name], path, expected, algorithm="sha256")
 
 
-def _read_torch_file(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-        raise InputError(f"{path}: not a readable weights file ({str(error).splitlines()[0][:120]})") from None
-    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):  # a Lightning checkpoint
-        state = loaded["state_dict"]
-        for prefix in ("ema.module.", "model."):
-            picked = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-            if picked:
-                return picked
-        return state
-    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise InputError(f"{path}: holds no state_dict (a mapping of names to tensors)")
-    return loaded
-
-
 def load_pretrained(source: str, model: str) -> Pretrained:
     """The weights ``source`` names (``imagenet`` or a path) for architecture ``model``."""
     if source == "imagenet":
         path = imagenet_checkpoint(model)
-        return Pretrained(_read_torch_file(path), f"imagenet ({path.name})", dict(IMAGENET_PREPROCESS))
+        return Pretrained(read_torch_weights(path), f"imagenet ({path.name})", dict(IMAGENET_PREPROCESS))
     path = Path(source).expanduser()
     if path.is_dir():
-        from alexnet.export import read_model_meta
-
         meta = read_model_meta(path)
         if meta["model"] != model:
             raise InputError(f"{path}: holds a {meta['model']} model, not {model}")
-        from safetensors.torch import load_file
-
         preprocess = {k: meta["preprocess"][k] for k in ("image_size", "mean", "std", "storage_size")}
-        return Pretrained(load_file(str(path / "model.safetensors")), str(path), preprocess)
+        return Pretrained(read_safetensors(path / "model.safetensors"), str(path), preprocess)
     if not path.exists():
         raise InputError(f"{path}: no such file or directory (--pretrained takes imagenet or a path)")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return Pretrained(load_file(str(path)), str(path))
-        except SafetensorError as error:
-            raise InputError(f"{path}: not a safetensors file ({error})") from None
-    return Pretrained(_read_torch_file(path), str(path))
+        return Pretrained(read_safetensors(path), str(path))
+    return Pretrained(read_torch_weights(path), str(path))
 
 
 def _first_conv(model: nn.Module) -> str:
