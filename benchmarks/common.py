@@ -31,6 +31,21 @@ def measure(step: Callable[[], object], *, items: int, device: str = "cpu", warm
     return rates
 
 
+def matmul_peak_flops(dtype: torch.dtype, n: int = 4096) -> float:
+    """Best of a few n x n matrix products: the machine's practical peak for ``dtype``."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    rates = measure(lambda: a @ b, items=2 * n**3, warmup=2, repeats=5)
+    return max(rates)
+
+
+def report_peaks() -> float:
+    """Print the bf16 and fp32 matmul peaks (machines of our kind differ by 1.5x and more); returns bf16's."""
+    peak = matmul_peak_flops(torch.bfloat16)
+    report("bf16 matmul peak (4096^3)", [peak / 1e9], unit="GFLOP/s")
+    report("fp32 matmul peak (4096^3)", [matmul_peak_flops(torch.float32) / 1e9], unit="GFLOP/s")
+    return peak
+
+
 def report(name: str, rates: list[float], *, unit: str = "images/s", device: str = "cpu", **extra) -> dict:
     """Print and return one JSON line: mean ± std of ``rates`` with the device and torch version."""
     line = {

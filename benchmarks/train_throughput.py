@@ -26,17 +26,10 @@ from alexnet.runtime import tune_allocator
 from alexnet.training.config import TrainConfig
 from alexnet.training.optim import build_optimizer
 
-from common import measure, report
+from common import measure, report, report_peaks
 
 CASES = {"alexnet": (224, 128), "alexnet_bn": (224, 128), "alexnet_cifar": (32, 256)}
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
-
-
-def matmul_peak_flops(dtype: torch.dtype, n: int = 4096) -> float:
-    """Best of a few n x n matrix products: the machine's practical peak for ``dtype``."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    rates = measure(lambda: a @ b, items=2 * n**3, warmup=2, repeats=5)
-    return max(rates)
 
 
 def _data(n: int) -> ImageSet:
@@ -137,9 +130,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     args = parser.parse_args()
     tune_allocator()  # as the CLI does
-    peak = matmul_peak_flops(torch.bfloat16)
-    report("bf16 matmul peak (4096^3)", [peak / 1e9], unit="GFLOP/s")
-    report("fp32 matmul peak (4096^3)", [matmul_peak_flops(torch.float32) / 1e9], unit="GFLOP/s")
+    peak = report_peaks()
     for name in args.models.split(","):
         size, batch = CASES[name]
         macs = summarize(get_architecture(name, num_classes=10), name, (3, size, size)).macs

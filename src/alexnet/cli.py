@@ -208,7 +208,13 @@ def train_command(
     compile_model: Annotated[
         bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model.")
     ] = None,
-    tta: Annotated[str | None, typer.Option("--tta", help="Final test views: none, flip or ten-crop.")] = None,
+    tta: Annotated[
+        str | None, typer.Option("--tta", help="Final test views: none, flip, flip-translate or ten-crop.")
+    ] = None,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Any training setting as KEY=VALUE (YAML value), repeatable: --set lookahead=0.95."),
+    ] = None,
     config_file: Annotated[
         Path | None, typer.Option("--config", help="YAML settings (e.g. a run's config.yaml).")
     ] = None,
@@ -217,7 +223,7 @@ def train_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Train, validating each epoch, then test; writes a run directory."""
-    from alexnet.training.config import resolve_config
+    from alexnet.training.config import parse_settings, resolve_config
     from alexnet.training.run import load_resume, train
 
     overrides = {
@@ -227,6 +233,7 @@ def train_command(
         "num_nodes": num_nodes, "sync_batchnorm": sync_batchnorm, "scale_lr": scale_lr,
         "precision": precision, "seed": seed, "devices": devices, "compile": compile_model, "tta": tta,
     }  # fmt: skip
+    overrides.update(parse_settings(settings or ()))
     if resume is not None:
         if recipe or config_file or out:
             raise InputError("--resume continues a run as configured; it takes no --recipe, --config or --out")
@@ -249,7 +256,9 @@ def train_command(
 SourceArg = Annotated[
     Path, typer.Argument(metavar="RUN_DIR|CKPT", help="A run or model directory, a .ckpt or a model.safetensors.")
 ]
-TtaOption = Annotated[str, typer.Option("--tta", help="Test views: none, flip or ten-crop (the paper's).")]
+TtaOption = Annotated[
+    str, typer.Option("--tta", help="Test views: none, flip, flip-translate or ten-crop (the paper's).")
+]
 PrecisionOption = Annotated[str, typer.Option("--precision", help="auto (bf16 where fast), fp32 or bf16.")]
 CompileOption = Annotated[
     bool, typer.Option("--compile/--no-compile", help="torch.compile with frozen weights (slower start).")

@@ -19,9 +19,9 @@ from alexnet.data.augment import Preprocess
 from alexnet.errors import InputError
 from alexnet.export import load_model_dir, model_from_meta, read_model_meta, read_torch_weights
 from alexnet.runtime import cpu_supports_bf16
+from alexnet.tta import TTA_MODES
 
 PRECISIONS = ("auto", "fp32", "bf16")
-TTA_MODES = ("none", "flip", "ten-crop")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from alexnet.data.augment import (
     IMAGENET_PCA_EIGVAL,
     Preprocess,
+    flip_translate_views,
     pca_lighting,
     random_crop,
     random_hflip,
@@ -145,3 +146,40 @@ def test_lighting_needs_rgb():
     prep = Preprocess(image_size=8, channels=3, mean=(0.0,), std=(1.0,), lighting=0.1)
     with pytest.raises(ValueError, match="PCA lighting needs RGB"):
         prep.train(_images(c=1), _gen())
+
+
+def test_reflect_padding_crops_windows_of_the_mirrored_image():
+    images = _images(n=32)
+    out = random_crop(images, 8, 2, _gen(), padding_mode="reflect")
+    padded = F.pad(images.float(), (2, 2, 2, 2), mode="reflect").to(torch.uint8)
+    seen = set()
+    for i in range(len(images)):
+        matches = [
+            (y, x) for y in range(5) for x in range(5) if torch.equal(out[i], padded[i, :, y : y + 8, x : x + 8])
+        ]
+        assert matches
+        seen.update(matches)
+    assert len(seen) > 10  # the offsets vary over the whole 5 x 5 range
+
+
+def test_a_given_flip_mask_decides_the_mirrors():
+    images = _images(n=8)
+    mask = torch.tensor([True, False] * 4)
+    out = random_crop(images, 8, 0, _gen(), flip=mask, padding_mode="reflect")
+    assert torch.equal(out[mask], images[mask].flip(-1)) and torch.equal(out[~mask], images[~mask])
+    preprocess = Preprocess(image_size=8, channels=3, mean=(0.5,) * 3, std=(0.25,) * 3, crop="none")
+    views = preprocess.train(images, _gen(), mirrored=mask)
+    plain = preprocess.evaluate(images)[0]
+    assert torch.equal(views[mask], plain[mask].flip(-1)) and torch.equal(views[~mask], plain[~mask])
+
+
+def test_flip_translate_views_shift_one_pixel_each_way_with_mirrors():
+    images = _images(n=2)
+    views = flip_translate_views(images)
+    padded = F.pad(images.float(), (1, 1, 1, 1), mode="reflect").to(torch.uint8)
+    assert views.shape == (6, 2, 3, 8, 8) and views.dtype == torch.uint8
+    assert torch.equal(views[0], images)
+    assert torch.equal(views[1], padded[..., :8, :8]) and torch.equal(views[2], padded[..., 2:, 2:])
+    assert torch.equal(views[3:], views[:3].flip(-1))
+    preprocess = Preprocess(image_size=8, channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
+    assert preprocess.evaluate(images, "flip-translate").shape == (6, 2, 3, 8, 8)

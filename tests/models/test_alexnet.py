@@ -116,6 +116,29 @@ def test_alexnet_cifar_reaches_a_4x4_map_at_32_and_28():
         assert out.shape[1:] == (256, 4, 4)
 
 
+def test_alexnet_cifar_fast_is_a_plain_stack_reaching_one_pixel():
+    assert _params("alexnet_cifar_fast") == 1_972_792
+    kinds = {type(m).__name__ for m in get_model("alexnet_cifar_fast").modules()}
+    assert kinds == {"ConvNet", "Sequential", "Conv2d", "ReLU", "MaxPool2d", "BatchNorm2d", "AdaptiveAvgPool2d",
+                     "Linear", "Scale"}  # fmt: skip
+    for size, channels in ((32, 3), (28, 1)):
+        model = get_model("alexnet_cifar_fast", in_channels=channels).eval()
+        assert model.features[0].out_channels == 2 * channels * 4  # one whitening filter pair per patch value
+        with torch.no_grad():
+            assert model.features(torch.zeros(2, channels, size, size)).shape == (2, 256, 1, 1)
+            assert model(torch.zeros(2, channels, size, size)).shape == (2, 10)
+    head = get_model("alexnet_cifar_fast").classifier
+    assert head[0].bias is None and head[1].factor == pytest.approx(1 / 9)
+
+
+def test_dirac_init_passes_each_convs_input_through_its_first_filters():
+    model = get_model("alexnet_cifar_fast", widths=(32, 64, 64))
+    conv = model.features[2]  # 24 -> 32 channels, 3x3
+    x = torch.randn(1, 24, 6, 6)
+    assert torch.allclose(conv(x)[:, :24], x, atol=1e-6)
+    assert not torch.allclose(conv(x)[:, 24:], torch.zeros(1, 8, 6, 6))  # the other filters keep random values
+
+
 def test_weights_round_trip_without_pickle(tmp_path):
     model = get_model("alexnet_paper", num_classes=5)
     torch.save(model.state_dict(), tmp_path / "w.pth")

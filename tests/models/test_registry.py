@@ -6,7 +6,7 @@ from alexnet.errors import InputError
 from alexnet.models import get_model, list_models, model_spec, register
 
 EXPECTED = [
-    "alexnet", "alexnet_paper", "alexnet_bn", "alexnet_cifar",
+    "alexnet", "alexnet_paper", "alexnet_bn", "alexnet_cifar", "alexnet_cifar_fast",
     "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
 ]  # fmt: skip
 

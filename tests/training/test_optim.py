@@ -63,3 +63,27 @@ def test_warmup_never_takes_a_whole_short_run():
     optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1.0)
     entry = build_scheduler(optimizer, TrainConfig(epochs=1, warmup_epochs=1.0), steps_per_epoch=10)
     assert entry["scheduler"].lr_lambdas[0].warmup_steps == 3
+
+
+def test_linear_schedule_is_a_triangle_from_start_to_final():
+    schedule = StepSchedule("linear", total_steps=100, warmup_steps=20, start=0.2, final=0.07)
+    assert schedule(0) == pytest.approx(0.2)
+    assert schedule(10) == pytest.approx(0.6)
+    assert schedule(20) == pytest.approx(1.0)
+    assert schedule(60) == pytest.approx(1 + (0.07 - 1) * 0.5)
+    assert schedule(100) == pytest.approx(0.07)
+    steps = [schedule(t) for t in range(20, 101)]
+    assert all(b - a == pytest.approx(steps[1] - steps[0]) for a, b in zip(steps, steps[1:], strict=False))
+    config = TrainConfig(schedule="linear", warmup_epochs=2, warmup_start=0.2, final_lr=0.07, epochs=10)
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1.0)
+    built = build_scheduler(optimizer, config, steps_per_epoch=10)["scheduler"].lr_lambdas[0]
+    assert (built.kind, built.warmup_steps, built.start, built.final) == ("linear", 20, 0.2, 0.07)
+
+
+def test_bias_lr_scale_speeds_up_biases_and_keeps_their_decay_per_step():
+    model = get_model("alexnet_cifar", widths=(8, 8, 8, 8, 8), hidden=(16,))
+    groups = parameter_groups(model, 0.002, decay_norms_and_biases=True, lr=0.5, bias_scale=64)
+    weights, biases = sorted(groups, key=lambda g: g["lr"])
+    assert weights["lr"] == 0.5 and biases["lr"] == 32.0
+    assert all(p.ndim > 1 for p in weights["params"]) and all(p.ndim == 1 for p in biases["params"])
+    assert biases["lr"] * biases["weight_decay"] == pytest.approx(weights["lr"] * weights["weight_decay"])

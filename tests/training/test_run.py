@@ -261,3 +261,55 @@ def test_compiled_training_exports_plain_keys(tmp_path, data_root):
     assert keys and not [k for k in keys if "_orig_mod" in k]
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert not [k for k in state if "_orig_mod" in k]
+
+
+def test_a_training_set_smaller_than_one_batch_trains_on_the_whole_set(tmp_path, data_root, capsys):
+    run = tmp_path / "run"
+    assert _train(tmp_path, data_root, run, "--train-fraction", "0.05", "--batch-size", "1024", epochs=1) == 0
+    report = json.loads((run / "report.json").read_text())
+    assert report["batch_size_per_process"] == 24  # 5% of the 480 training images
+    assert "batch size 1024 is larger than the training set; using 24" in capsys.readouterr().err
+    assert (run / "checkpoints" / "last.ckpt").exists() and len(_metrics(run)) == 1
+
+
+FAST = [
+    "--model", "alexnet_cifar_fast", "--set", "model_options={widths: [8, 16, 16]}", "--set", "whiten=true",
+    "--set", "lookahead=0.9", "--set", "alternate_flips=true", "--set", "padding=2", "--set", "padding_mode=reflect",
+    "--set", "schedule=linear", "--set", "final_lr=0.1", "--set", "warmup_start=0.2", "--set", "bias_lr_scale=8",
+    "--set", "bn_scale=false", "--set", "bn_momentum=0.4", "--tta", "flip-translate",
+]  # fmt: skip
+
+
+def test_speed_options_train_reproducibly_and_resume_exactly(tmp_path, data_root):
+    def run(out, *extra):
+        args = ["train", *TINY, "--root", str(data_root), "--epochs", "2", *FAST, "--lr", "0.5", "--out", str(out)]
+        return main([*args, *extra])
+
+    assert run(tmp_path / "a") == 0 and run(tmp_path / "b") == 0
+    assert _comparable(_metrics(tmp_path / "a")) == _comparable(_metrics(tmp_path / "b"))
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["test_top1"] > 0.9 and report["tta"] == "flip-translate"
+    config = report["config"]
+    assert config["whiten"] and config["lookahead"] == 0.9 and config["model_options"] == {"widths": [8, 16, 16]}
+    state = torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert set(state["lookahead"]) >= {"features.0.weight", "features.2.weight"}
+    # The whitening filters never train; its bias trained during the first epochs.
+    whitened = state["state_dict"]["model.features.0.weight"]
+    assert torch.equal(whitened, state["lookahead"]["features.0.weight"])
+
+    from alexnet.training.run import load_resume, train
+
+    config = load_resume(tmp_path / "a", {})
+    with pytest.raises(_Killed):
+        train(config, out=tmp_path / "cut", callbacks=[_DieAtEpoch(1)])
+    train(load_resume(tmp_path / "cut", {}), resume=tmp_path / "cut")
+    assert _comparable(_metrics(tmp_path / "cut")) == _comparable(_metrics(tmp_path / "a"))
+
+
+def test_set_names_a_setting_and_a_yaml_value(tmp_path, data_root, capsys):
+    out = tmp_path / "never"
+    assert main(["train", *TINY, "--root", str(data_root), "--set", "lookahed=0.9", "--out", str(out)]) == 2
+    assert "unknown setting 'lookahed'" in capsys.readouterr().err
+    assert main(["train", *TINY, "--root", str(data_root), "--set", "lookahead", "--out", str(out)]) == 2
+    assert "--set takes KEY=VALUE" in capsys.readouterr().err
+    assert not out.exists()

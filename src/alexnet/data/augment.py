@@ -13,6 +13,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from alexnet.tta import TTA_MODES
+
 # ImageNet's RGB principal components as fb.resnet.torch published them for pixels in [0, 1]: square
 # roots of the covariance eigenvalues (largest first) and the eigenvectors as columns.
 IMAGENET_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
@@ -27,31 +29,58 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> tor
     return torch.rand(n, generator=generator, device=generator.device) * (high - low) + low
 
 
-def random_crop(
-    images: torch.Tensor, size: int, padding: int, generator: torch.Generator, *, flip: bool = False
-) -> torch.Tensor:
-    """A ``size`` x ``size`` crop at a random place of each image after zero-padding ``padding`` px per side,
-    mirrored left-right at random (p = 0.5) when ``flip``.
+def _reflect(positions: torch.Tensor, side: int) -> torch.Tensor:
+    """Indices into a ``side``-long axis for positions up to ``side - 1`` beyond either edge, mirrored about
+    the edge pixel (``F.pad``'s "reflect")."""
+    positions = positions.abs()
+    return torch.where(positions >= side, 2 * (side - 1) - positions, positions)
 
-    Any dtype; one gather for the whole batch (the mirror is folded into its column indices), and the
-    result is channels_last.
+
+def random_crop(
+    images: torch.Tensor,
+    size: int,
+    padding: int,
+    generator: torch.Generator,
+    *,
+    flip: bool | torch.Tensor = False,
+    padding_mode: Literal["zeros", "reflect"] = "zeros",
+) -> torch.Tensor:
+    """A ``size`` x ``size`` crop at a random place of each image after padding ``padding`` px per side
+    (zeros, or the image mirrored about its edge), mirrored left-right at random (p = 0.5) when ``flip`` is
+    True, or where a given (N,) bool ``flip`` mask is set.
+
+    Any dtype; one gather for the whole batch (padding and mirror are folded into its row and column
+    indices, so "reflect" costs no padded copy), and the result is channels_last.
     """
     n, _, h, w = images.shape
-    if padding:
+    zeros = padding and padding_mode == "zeros"
+    if zeros:
         images = F.pad(images, (padding, padding, padding, padding))
         h, w = h + 2 * padding, w + 2 * padding
-    if size > min(h, w):
-        raise ValueError(f"crop {size} is larger than the padded image {h}x{w}")
+    margin = 0 if zeros else padding
+    if size > min(h, w) + 2 * margin:
+        raise ValueError(f"crop {size} is larger than the padded image {h + 2 * margin}x{w + 2 * margin}")
+    if margin >= min(h, w):
+        raise ValueError(f"reflect padding {margin} needs images larger than {margin} px, not {h}x{w}")
     device = images.device
-    ys = torch.randint(0, h - size + 1, (n,), generator=generator, device=generator.device).to(device)
-    xs = torch.randint(0, w - size + 1, (n,), generator=generator, device=generator.device).to(device)
+    ys = torch.randint(0, h + 2 * margin - size + 1, (n,), generator=generator, device=generator.device).to(device)
+    xs = torch.randint(0, w + 2 * margin - size + 1, (n,), generator=generator, device=generator.device).to(device)
     steps = torch.arange(size, device=device)
-    rows = (ys[:, None] + steps)[:, :, None]
+    rows = ys[:, None] + steps
     cols = xs[:, None] + steps
-    if flip:
+    if isinstance(flip, torch.Tensor):
+        mirrored = flip.to(device)
+    elif flip:
         mirrored = (torch.rand(n, generator=generator, device=generator.device) < 0.5).to(device)
+    else:
+        mirrored = None
+    if mirrored is not None:
         cols = torch.where(mirrored[:, None], xs[:, None] + (size - 1 - steps), cols)
-    picked = images.permute(0, 2, 3, 1)[torch.arange(n, device=device)[:, None, None], rows, cols[:, None, :]]
+    if margin:
+        rows, cols = _reflect(rows - margin, h), _reflect(cols - margin, w)
+    picked = images.permute(0, 2, 3, 1)[
+        torch.arange(n, device=device)[:, None, None], rows[:, :, None], cols[:, None, :]
+    ]
     return picked.permute(0, 3, 1, 2)
 
 
@@ -101,6 +130,15 @@ def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
         return images
     top, left = (h - size) // 2, (w - size) // 2
     return images[..., top : top + size, left : left + size]
+
+
+def flip_translate_views(images: torch.Tensor, shift: int = 1) -> torch.Tensor:
+    """airbench's test views: the image, the image shifted ``shift`` px up-left and down-right (edges
+    mirrored), and the mirror of each: (6, N, C, H, W)."""
+    h, w = images.shape[-2:]
+    padded = F.pad(images.float(), (shift,) * 4, mode="reflect").to(images.dtype)
+    views = [images, padded[..., :h, :w], padded[..., 2 * shift :, 2 * shift :]]
+    return torch.stack(views + [v.flip(-1) for v in views])
 
 
 def ten_crops(images: torch.Tensor, size: int, padding: int = 0) -> torch.Tensor:
@@ -171,6 +209,7 @@ class Preprocess:
     std: tuple[float, ...]
     crop: Literal["pad", "resized", "none"] = "pad"
     padding: int = 0  # px, at the stored size
+    padding_mode: Literal["zeros", "reflect"] = "zeros"
     flip: bool = True
     lighting: float = 0.0
     scale: tuple[float, float] = (0.08, 1.0)  # area fractions for crop="resized"
@@ -193,11 +232,25 @@ class Preprocess:
             out = _match_channels(out, self.channels)
         return out.to(dtype).contiguous(memory_format=torch.channels_last)
 
-    def train(self, images: torch.Tensor, generator: torch.Generator, dtype: torch.dtype = torch.float32):
-        """Random training views of a uint8 (N, C, H, W) batch: (N, channels, S, S) float."""
+    def train(
+        self,
+        images: torch.Tensor,
+        generator: torch.Generator,
+        dtype: torch.dtype = torch.float32,
+        *,
+        mirrored: torch.Tensor | None = None,
+    ):
+        """Random training views of a uint8 (N, C, H, W) batch: (N, channels, S, S) float.
+
+        ``mirrored`` (N,) bool, when given, says which images to mirror instead of drawing it at random
+        (derandomised flips); it is ignored when ``flip`` is off.
+        """
         side = min(images.shape[-1], self.image_size)
+        flip = (mirrored if mirrored is not None else True) if self.flip else False
         if self.crop == "pad":
-            images = random_crop(images, side, self.padding, generator, flip=self.flip)
+            images = random_crop(images, side, self.padding, generator, flip=flip, padding_mode=self.padding_mode)
+        elif mirrored is not None and self.flip:
+            images = torch.where(mirrored.to(images.device)[:, None, None, None], images.flip(3), images)
         elif self.flip:
             images = random_hflip(images, generator)
         if self.crop == "resized":
@@ -211,11 +264,14 @@ class Preprocess:
         return self._finish(images, shift, dtype)
 
     def evaluate(self, images: torch.Tensor, tta: str = "none", dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Deterministic views: (V, N, channels, S, S) with V = 1 (``none``: centre crop), 2 (``flip``)
-        or 10 (``ten-crop``: corners and centre of the stored image, padded as training padded it when
-        it is no larger than the input, and their mirrors)."""
+        """Deterministic views: (V, N, channels, S, S) with V = 1 (``none``: centre crop), 2 (``flip``),
+        6 (``flip-translate``: the centre crop shifted by one pixel both ways, and mirrors) or 10
+        (``ten-crop``: corners and centre of the stored image, padded as training padded it when it is no
+        larger than the input, and their mirrors)."""
         side = min(images.shape[-1], self.image_size)
-        if tta == "ten-crop":
+        if tta == "flip-translate":
+            views = flip_translate_views(center_crop(images, side))
+        elif tta == "ten-crop":
             padding = self.padding if images.shape[-1] <= self.image_size else 0
             views = ten_crops(images, side, padding)
         else:
@@ -223,7 +279,7 @@ class Preprocess:
             if tta == "flip":
                 views = torch.cat([views, views.flip(-1)])
             elif tta != "none":
-                raise ValueError(f"unknown test-time augmentation {tta!r}; use none, flip or ten-crop")
+                raise ValueError(f"unknown test-time augmentation {tta!r}; use {', '.join(TTA_MODES)}")
         v, n = views.shape[:2]
         out = self._finish(views.reshape(v * n, *views.shape[2:]), None, dtype)
         return out.reshape(v, n, *out.shape[1:])

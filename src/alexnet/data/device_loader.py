@@ -29,7 +29,8 @@ def epoch_order(n: int, *, epoch: int, seed: int, shuffle: bool) -> torch.Tensor
 
 
 class BatchLoader:
-    """Iterates (images uint8 (B, C, H, W), labels int64 (B,)) batches of one rank's shard, on ``device``.
+    """Iterates (images uint8 (B, C, H, W), labels int64 (B,)) batches of one rank's shard, on ``device``;
+    with ``with_indices``, (images, labels, sample indices int64 (B,)).
 
     A dataset of at most ``max_device_bytes`` is moved to ``device`` once (CIFAR-10 is 180 MB); a larger
     one (a folder cache, memory-mapped) stays on the host and each batch is gathered there and copied
@@ -51,6 +52,7 @@ class BatchLoader:
         device: torch.device | str = "cpu",
         max_device_bytes: int = 4 << 30,
         epoch_source: Callable[[], int] | None = None,
+        with_indices: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -60,6 +62,7 @@ class BatchLoader:
         self.device = torch.device(device)
         self.epoch = 0
         self.epoch_source = epoch_source  # e.g. the trainer's current epoch, read when an epoch starts
+        self.with_indices = with_indices  # also yield each batch's sample indices (per-sample augmentation)
         images = torch.from_numpy(data.images)  # no copy: a memory-mapped set still loads page by page
         self._gather_on_host = self.device.type != "cpu" and data.images.nbytes > max_device_bytes
         self._images = images if self._gather_on_host else images.to(self.device)
@@ -92,4 +95,5 @@ class BatchLoader:
                 images = self._images[idx].pin_memory().to(self.device, non_blocking=True)
             else:
                 images = self._images[idx.to(self._images.device)]
-            yield images, self._labels[idx.to(self._labels.device)]
+            labels = self._labels[idx.to(self._labels.device)]
+            yield (images, labels, idx.to(self._labels.device)) if self.with_indices else (images, labels)

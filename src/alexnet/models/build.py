@@ -7,7 +7,7 @@ from collections.abc import Callable
 from torch import nn
 
 from alexnet.models import plan as p
-from alexnet.models.layers import ConvNet, LocalResponseNorm
+from alexnet.models.layers import ConvNet, LocalResponseNorm, Scale
 
 _BN_STATISTICS = ("running_mean", "running_var")
 
@@ -30,7 +30,9 @@ def _module(layer: p.Layer) -> nn.Module:
         case p.Dropout():
             return nn.Dropout(layer.p)
         case p.Linear():
-            return nn.Linear(layer.in_features, layer.out_features)
+            return nn.Linear(layer.in_features, layer.out_features, bias=layer.bias)
+        case p.Scale():
+            return Scale(layer.factor)
     raise TypeError(f"no module for {layer!r}")
 
 
@@ -95,11 +97,23 @@ def init_vgg(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def init_dirac(model: nn.Module) -> None:
+    """PyTorch's default fills, then each 3x3 conv with at least as many outputs as inputs passes its input
+    through unchanged on its first filters (a Dirac delta kernel): an identity path through the plain stack
+    at initialisation, the effect a residual connection has, without one (airbench's initialisation)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) and m.groups == 1 and m.out_channels >= m.in_channels:
+            nn.init.dirac_(m.weight.data[: m.in_channels])
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 INITIALISERS: dict[str, Callable[[nn.Module], None]] = {
     "torch": lambda model: None,  # PyTorch's default fills, as torchvision's AlexNet keeps them
     "kaiming": init_kaiming,
     "paper": init_paper,
     "vgg": init_vgg,
+    "dirac": init_dirac,
 }
 
 

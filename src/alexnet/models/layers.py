@@ -28,6 +28,21 @@ class ConvNet(nn.Module):
         return self.classifier(x)
 
 
+class Scale(nn.Module):
+    """``x * factor``: a fixed temperature on the logits, so the output layer's weights and learning rate
+    keep the scale of the rest of the network."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor:g}"
+
+
 class LocalResponseNorm(nn.Module):
     """Cross-channel local response normalisation with the 2012 paper's constants and formula.
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Shape = tuple[int, ...]  # one image, without the batch axis: (C, H, W) or (features,)
-Init = Literal["torch", "kaiming", "paper", "vgg"]
+Init = Literal["torch", "kaiming", "paper", "vgg", "dirac"]
 
 
 class ShapeError(ValueError):
@@ -108,11 +108,12 @@ class Dropout:
 class Linear:
     in_features: int
     out_features: int
+    bias: bool = True
     kind = "Linear"
 
     @property
     def params(self) -> int:
-        return self.out_features * self.in_features + self.out_features
+        return self.out_features * self.in_features + (self.out_features if self.bias else 0)
 
     def output(self, shape: Shape) -> Shape:
         return (self.out_features,)
@@ -121,7 +122,16 @@ class Linear:
         return self.out_features * self.in_features
 
 
-Layer = Conv | MaxPool | BatchNorm | ReLU | LRN | Dropout | Linear
+@dataclass(frozen=True)
+class Scale:
+    """Multiplies its input by a constant (no parameters): a fixed temperature on the logits."""
+
+    factor: float
+    kind = "Scale"
+    params = 0
+
+
+Layer = Conv | MaxPool | BatchNorm | ReLU | LRN | Dropout | Linear | Scale
 
 
 @dataclass(frozen=True)
@@ -145,7 +155,7 @@ class Architecture:
 
     @property
     def num_classes(self) -> int:
-        return self.classifier[-1].out_features
+        return next(layer for layer in reversed(self.classifier) if isinstance(layer, Linear)).out_features
 
 
 @dataclass(frozen=True)

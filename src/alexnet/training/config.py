@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any, Literal
 import yaml
 
 from alexnet.errors import InputError
+from alexnet.tta import TTA_MODES
 
 DEFAULT_RECIPE = "fashion-mnist"
 
@@ -28,6 +30,11 @@ class TrainConfig:
     in_channels: int | None = None  # model input channels; None: the data's (1 for the MNIST family)
     hidden: tuple[int, ...] | None = None  # classifier hidden widths; None: the model's default
     dropout: float = 0.5
+    whiten: bool = False  # first conv's weights = whitening basis of training patches, then fixed (airbench)
+    whiten_bias_epochs: float = 3.0  # with whiten: epochs the first conv's bias trains before it is fixed too
+    bn_momentum: float = 0.1  # BatchNorm running-statistics momentum (torch convention: weight of the new batch)
+    bn_eps: float = 1e-5
+    bn_scale: bool = True  # train BatchNorm's scale; False keeps it at 1 (only the shift learns)
     model_options: dict[str, Any] = field(default_factory=dict)  # extra builder keywords (widths, towers, init)
     train_fraction: float = 1.0
     val_fraction: float = 0.1  # held out of the training images for validation and best.ckpt
@@ -40,7 +47,9 @@ class TrainConfig:
     # augmentation
     crop: Literal["pad", "resized", "none"] = "pad"
     padding: int = 0  # px, at the stored size
+    padding_mode: Literal["zeros", "reflect"] = "zeros"  # what "pad" crops see beyond the edge
     flip: bool = True
+    alternate_flips: bool = False  # each image's mirror drawn once, then inverted every other epoch (airbench)
     lighting: float = 0.0  # PCA lighting sigma (the paper: 0.1)
     scale_min: float = 0.08  # smallest area fraction for crop="resized"
     # optimisation
@@ -52,14 +61,19 @@ class TrainConfig:
     nesterov: bool = True
     weight_decay: float = 5e-4
     decay_norms_and_biases: bool = False  # False spares BatchNorm and bias parameters from weight decay
-    schedule: Literal["onecycle", "cosine", "step", "plateau", "constant"] = "onecycle"
-    warmup_epochs: float = 1.0  # linear warm-up (onecycle, cosine, step)
+    bias_lr_scale: float = 1.0  # lr multiplier of biases and norm shifts; their decay per step stays the same
+    schedule: Literal["onecycle", "cosine", "linear", "step", "plateau", "constant"] = "onecycle"
+    warmup_epochs: float = 1.0  # linear warm-up (onecycle, cosine, linear, step)
+    warmup_start: float = 0.04  # lr at step 0, as a fraction of the peak
+    final_lr: float = 0.0  # "linear": lr at the last step, as a fraction of the peak
     step_epochs: int = 30  # "step": multiply by step_gamma every step_epochs
     step_gamma: float = 0.1
     plateau_patience: int = 3  # "plateau" (the paper's schedule): divide by 10 after this many flat epochs
     label_smoothing: float = 0.0
     grad_clip: float = 0.0  # max gradient norm; 0 turns clipping off
     ema_decay: float = 0.0  # exponential moving average of weights, e.g. 0.999; 0 turns it off
+    lookahead: float = 0.0  # per-step decay of lookahead's slow weights, e.g. 0.95; 0 turns it off
+    lookahead_steps: int = 5  # fast steps between lookahead syncs
     early_stopping: int = 0  # epochs without val_acc improvement before stopping; 0 turns it off
     # execution
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -71,7 +85,7 @@ class TrainConfig:
     sync_batchnorm: bool = True  # BatchNorm statistics over the global batch when several processes train
     scale_lr: bool = False  # multiply lr by the number of processes (linear scaling with the global batch)
     dist_timeout_s: float = 120.0  # how long a process waits on a collective before the job fails
-    tta: Literal["none", "flip", "ten-crop"] = "none"  # test-time augmentation of the final test
+    tta: Literal[*TTA_MODES] = "none"  # test-time augmentation of the final test
     recipe: str | None = None  # the recipe these settings started from (informational)
 
     def replace(self, **changes: Any) -> TrainConfig:
@@ -114,6 +128,21 @@ def _coerce(spec: dataclasses.Field, value: Any) -> Any:
         except (TypeError, ValueError):
             raise InputError(f"{spec.name} must be a number, not {value!r}") from None
     return value
+
+
+def parse_settings(pairs: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings (``--set``) as settings: VALUE is read as YAML (``0.95``, ``true``, ``[64, 256]``),
+    KEY may use dashes; ``TrainConfig.replace`` checks both."""
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--set takes KEY=VALUE, not {pair!r}")
+        try:
+            settings[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise InputError(f"--set {pair!r}: the value is not valid YAML") from None
+    return settings
 
 
 def recipe_names() -> list[str]:

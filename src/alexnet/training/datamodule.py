@@ -15,17 +15,28 @@ class ImageDataModule(pl.LightningDataModule):
     reach the device (``on_after_batch_transfer``): random training views, or the evaluation views.
 
     Augmentation randomness comes from a generator seeded by (seed, epoch, rank), so an epoch's
-    batches and augmentations are the same whether or not the run was interrupted before it.
+    batches and augmentations are the same whether or not the run was interrupted before it. With
+    ``alternate_flips`` each training image's mirror is drawn once from the seed and inverted every other
+    epoch (airbench's derandomised flips: every image is seen both ways in any two epochs).
     """
 
     def __init__(
-        self, dataset: Dataset, preprocess: Preprocess, *, batch_size: int, seed: int, tta: str = "none"
+        self,
+        dataset: Dataset,
+        preprocess: Preprocess,
+        *,
+        batch_size: int,
+        seed: int,
+        tta: str = "none",
+        alternate_flips: bool = False,
     ) -> None:
         super().__init__()
         self.dataset, self.preprocess = dataset, preprocess
         self.batch_size, self.seed, self.tta = batch_size, seed, tta
+        self.alternate_flips = alternate_flips and preprocess.flip
         self._generator: torch.Generator | None = None
         self._generator_epoch = -1
+        self._first_flips: torch.Tensor | None = None
 
     def _rank(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -44,6 +55,7 @@ class ImageDataModule(pl.LightningDataModule):
             world_size=world,
             device=device,
             epoch_source=(lambda: self.trainer.current_epoch) if train and self.trainer is not None else None,
+            with_indices=train and self.alternate_flips,
         )
 
     def train_dataloader(self) -> BatchLoader:
@@ -63,9 +75,18 @@ class ImageDataModule(pl.LightningDataModule):
             self._generator_epoch = epoch
         return self._generator
 
+    def mirrored(self, indices: torch.Tensor, epoch: int) -> torch.Tensor:
+        """Which of the training samples ``indices`` are mirrored in ``epoch`` under alternating flips."""
+        if self._first_flips is None:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + 7919)
+            self._first_flips = torch.rand(len(self.dataset.train), generator=generator) < 0.5
+        return self._first_flips.to(indices.device)[indices] ^ bool(epoch % 2)
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        images, labels = batch
+        images, labels, *indices = batch
         if self.trainer is not None and self.trainer.training:
-            return self.preprocess.train(images, self._train_generator(images.device)), labels
+            generator = self._train_generator(images.device)
+            mirrored = self.mirrored(indices[0], self.trainer.current_epoch) if indices else None
+            return self.preprocess.train(images, generator, mirrored=mirrored), labels
         tta = self.tta if self.trainer is not None and self.trainer.testing else "none"
         return self.preprocess.evaluate(images, tta), labels

@@ -19,14 +19,18 @@ def parameter_groups(
     scaled: Collection[str] = (),
     scale: float = 1.0,
     exclude: Collection[str] = (),
+    bias_scale: float = 1.0,
 ) -> list[dict]:
     """Parameter groups by weight decay and learning rate.
 
     Weight decay spares every one-dimensional parameter (BatchNorm scales and shifts, biases), which decay
     only pulls toward zero, unless ``decay_norms_and_biases``. Parameters named in ``scaled`` (pretrained
-    weights being fine-tuned) get ``lr * scale``: discriminative learning rates. ``exclude`` names
-    parameters that never train; a parameter frozen only for a while (stage 1 of fine-tuning) stays in
-    its group, and the optimiser skips it while it has no gradient.
+    weights being fine-tuned) get ``lr * scale``: discriminative learning rates. One-dimensional
+    parameters get ``lr * bias_scale`` and ``weight_decay / bias_scale``: SGD's decay per step is
+    lr x decay, so it keeps its strength while their steps grow (airbench trains BatchNorm shifts 64x
+    faster). ``exclude`` names parameters that never train; a parameter frozen only for a while (stage 1
+    of fine-tuning, a whitening conv's bias) stays in its group, and the optimiser skips it while it has
+    no gradient.
     """
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
@@ -34,6 +38,8 @@ def parameter_groups(
             continue
         decay = weight_decay if decay_norms_and_biases or parameter.ndim > 1 else 0.0
         rate = lr * scale if name in scaled else lr
+        if parameter.ndim == 1 and bias_scale != 1.0:
+            rate, decay = rate * bias_scale, decay / bias_scale
         groups.setdefault((decay, rate), []).append(parameter)
     return [{"params": params, "weight_decay": decay, "lr": rate} for (decay, rate), params in groups.items()]
 
@@ -42,7 +48,7 @@ def build_optimizer(model: nn.Module, config, *, scaled: Collection[str] = (), e
     """SGD (momentum, optionally Nesterov) or AdamW over ``parameter_groups``."""
     groups = parameter_groups(
         model, config.weight_decay, config.decay_norms_and_biases, lr=config.lr,
-        scaled=scaled, scale=config.backbone_lr_scale, exclude=exclude,
+        scaled=scaled, scale=config.backbone_lr_scale, exclude=exclude, bias_scale=config.bias_lr_scale,
     )  # fmt: skip
     if config.optimizer == "sgd":
         nesterov = config.nesterov and config.momentum > 0
@@ -65,9 +71,11 @@ def _fused(optimizer: type[torch.optim.Optimizer], groups: list[dict], **options
 class StepSchedule:
     """Learning-rate factor at optimiser step ``t`` (a picklable callable for ``LambdaLR``).
 
-    Linear warm-up over ``warmup_steps`` from ``1 / 25`` of the peak, then:
+    Linear warm-up over ``warmup_steps`` from ``start`` of the peak, then:
     ``onecycle`` and ``cosine`` anneal to zero along a half cosine (one-cycle ends at 1e-4 of the peak),
-    ``step`` multiplies by ``gamma`` every ``step_size`` steps, ``constant`` stays at the peak.
+    ``linear`` falls in a straight line to ``final`` of the peak at the last step (with the warm-up, a
+    triangle: airbench's schedule for large batches), ``step`` multiplies by ``gamma`` every
+    ``step_size`` steps, ``constant`` stays at the peak.
     The factor depends only on ``t`` and the run's total length, so a resumed run continues exactly; a
     run extended with more epochs follows the longer schedule from the step it reached.
     """
@@ -77,11 +85,16 @@ class StepSchedule:
     warmup_steps: int
     step_size: int = 1
     gamma: float = 0.1
+    start: float = 1 / 25
+    final: float = 0.0
 
     def __call__(self, t: int) -> float:
-        start = 1 / 25
         if t < self.warmup_steps:
-            return start + (1 - start) * t / self.warmup_steps
+            return self.start + (1 - self.start) * t / self.warmup_steps
+        if self.kind == "linear":
+            span = max(1, self.total_steps - self.warmup_steps)
+            progress = min(1.0, (t - self.warmup_steps) / span)
+            return 1 + (self.final - 1) * progress
         if self.kind in ("onecycle", "cosine"):
             floor = 1e-4 if self.kind == "onecycle" else 0.0
             span = max(1, self.total_steps - self.warmup_steps)
@@ -108,5 +121,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config, steps_per_epoch: i
         warmup_steps=min(round(config.warmup_epochs * steps_per_epoch), int(0.3 * total_steps)),
         step_size=config.step_epochs * steps_per_epoch,
         gamma=config.step_gamma,
+        start=config.warmup_start,
+        final=config.final_lr,
     )
     return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, schedule), "interval": "step"}

@@ -98,10 +98,38 @@ def build_preprocess(plan: Plan) -> Preprocess:
         std=tuple(max(s, 1e-3) for s in std),
         crop=config.crop,
         padding=config.padding,
+        padding_mode=config.padding_mode,
         flip=config.flip,
         lighting=config.lighting,
         scale=(config.scale_min, 1.0),
     )
+
+
+def fit_batch_size(batch_size: int, train_images: int, world_size: int) -> int:
+    """The per-process batch: ``batch_size``, or each process's share of the training set when that is
+    smaller (every epoch then takes one step over the whole set, instead of none). Says so in one line."""
+    share = train_images // world_size
+    if share < 1:
+        raise InputError(
+            f"the training set has {train_images} image(s), fewer than the {world_size} processes training it"
+        )
+    if share < batch_size:
+        log.info("batch size %d is larger than the training set; using %d (the whole set) per step", batch_size, share)
+        return share
+    return batch_size
+
+
+def prepare_model(model, config: TrainConfig, preprocess: Preprocess, train_images: np.ndarray) -> None:
+    """The model-side settings of a run: BatchNorm momentum, eps and scale; the whitened first conv,
+    computed from (at most 5,000 of) the training images as the model sees them."""
+    from alexnet.training.speedups import configure_norms, whiten_first_conv
+
+    configure_norms(model, momentum=config.bn_momentum, eps=config.bn_eps, train_scale=config.bn_scale)
+    if config.whiten:
+        count = min(len(train_images), 5000, max(16, 50_000_000 // max(1, train_images[0].size * 4)))
+        sample = np.random.default_rng(config.seed).choice(len(train_images), count, replace=False)
+        images = preprocess.evaluate(torch.from_numpy(train_images[np.sort(sample)]))[0]
+        whiten_first_conv(model, images, seed=config.seed)
 
 
 def load_resume(run_dir: Path, overrides: dict) -> TrainConfig:
@@ -159,15 +187,20 @@ def train(
     pl.seed_everything(config.seed, workers=False, verbose=False)
     model = get_model(config.model, **plan.model_kwargs)
     transferred = transfer(model, plan.pretrained) if plan.pretrained is not None else None
+    preprocess = build_preprocess(plan)
+    prepare_model(model, config, preprocess, plan.dataset.train.images)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    preprocess = build_preprocess(plan)
     if layout.is_zero:
         meta = {"format_version": 1, **model_meta(plan, preprocess)}
         write_text(run_dir / "model.json", json.dumps(meta, indent=2))
-    data = ImageDataModule(plan.dataset, preprocess, batch_size=config.batch_size, seed=config.seed, tta=config.tta)
+    batch_size = fit_batch_size(config.batch_size, len(plan.dataset.train), layout.world_size)
+    data = ImageDataModule(
+        plan.dataset, preprocess, batch_size=batch_size, seed=config.seed, tta=config.tta,
+        alternate_flips=config.alternate_flips,
+    )  # fmt: skip
     has_validation = plan.dataset.val is not None
-    steps_per_epoch = max(1, len(plan.dataset.train) // layout.world_size // config.batch_size)
+    steps_per_epoch = max(1, len(plan.dataset.train) // layout.world_size // batch_size)
     trainer = build_trainer(
         config, run_dir, layout, has_validation=has_validation, steps_per_epoch=steps_per_epoch,
         extra_callbacks=callbacks,
@@ -180,7 +213,7 @@ def train(
             "run directory %s",
             config.model, plan.dataset.name, len(plan.dataset.train), len(plan.dataset.val) if has_validation else 0,
             len(plan.dataset.test) if plan.dataset.test is not None else 0, plan.image_size, trainer.precision,
-            layout.world_size, "" if layout.world_size == 1 else "es", config.batch_size * layout.world_size, run_dir,
+            layout.world_size, "" if layout.world_size == 1 else "es", batch_size * layout.world_size, run_dir,
         )  # fmt: skip
     started = time.perf_counter()
     try:
@@ -252,8 +285,8 @@ def _finish(
         "parameters": sum(p.numel() for p in task.model.parameters()),
         "precision": str(trainer.precision),
         "processes": layout.world_size,
-        "batch_size_per_process": config.batch_size,
-        "global_batch_size": config.batch_size * layout.world_size,
+        "batch_size_per_process": data.batch_size,
+        "global_batch_size": data.batch_size * layout.world_size,
         "lr": config.lr * layout.world_size if config.scale_lr else config.lr,
         "device": device_name(),
         "torch": torch.__version__,

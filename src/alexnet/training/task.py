@@ -14,6 +14,7 @@ from alexnet.inference import average_views
 from alexnet.pretrained import Transfer
 from alexnet.training.finetune import FreezePlan, apply_freeze, freeze_norms
 from alexnet.training.optim import build_optimizer, build_scheduler
+from alexnet.training.speedups import Lookahead, first_conv
 
 
 class NonFiniteLoss(RuntimeError):
@@ -43,6 +44,11 @@ class ClassificationTask(pl.LightningModule):
         self.ema = (
             AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
             if config.ema_decay > 0
+            else None
+        )
+        self.lookahead = (
+            Lookahead(config.lookahead, config.lookahead_steps, config.epochs * steps_per_epoch)
+            if config.lookahead > 0
             else None
         )
         # Metrics stay on the device and are reduced once per epoch (and across processes).
@@ -78,6 +84,10 @@ class ClassificationTask(pl.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.ema is not None:
             self.ema.update_parameters(self.model)
+        if self.lookahead is not None:
+            self.lookahead.step(self.model, self.global_step)
+            if batch_idx + 1 == self.trainer.num_training_batches:
+                self.lookahead.sync(self.model)  # before the epoch's validation, which runs ahead of epoch end
 
     def on_train_epoch_end(self) -> None:
         self.log_dict({"train_loss": self.train_loss.compute(), "train_acc": self.train_acc.compute()})
@@ -125,6 +135,17 @@ class ClassificationTask(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         if self.freeze is not None:
             apply_freeze(self.model, self.freeze, self.current_epoch)  # the two-stage schedule's switch
+        if self.config.whiten and first_conv(self.model).bias is not None:
+            # The whitening conv's bias trains for the first epochs, then stays (its filters never train).
+            first_conv(self.model).bias.requires_grad_(self.current_epoch < self.config.whiten_bias_epochs)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.lookahead is not None:
+            checkpoint["lookahead"] = self.lookahead.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.lookahead is not None:
+            self.lookahead.load_state_dict(checkpoint.get("lookahead", {}))
 
     def configure_optimizers(self):
         scaled = self.transfer.loaded if self.transfer is not None else ()

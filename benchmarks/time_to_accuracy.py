@@ -1,0 +1,106 @@
+"""Time to accuracy of a recipe: test (or validation) top-1 and training time over several seeds, mean ± std,
+with the machine's matmul peaks first. One JSON line per result.
+
+    .venv/bin/python benchmarks/time_to_accuracy.py --recipe cifar10 --root DATA [--seeds 0 1 2] [--set K=V ...]
+    .venv/bin/python benchmarks/time_to_accuracy.py --recipe cifar10 --root DATA --ablate   # one change at a time
+    .venv/bin/python benchmarks/time_to_accuracy.py --quick                                  # CI: tiny data, 1 step
+
+`--ablate` trains the recipe as it is, then once with each of its speed options undone (ABLATIONS), so
+each option's worth is its own row. `--quick` writes a tiny CIFAR-10 in the official format to a temporary
+folder and trains each seed one epoch of one step: it checks that the benchmark runs, not the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from alexnet.cli import configure_logging
+from alexnet.runtime import tune_allocator
+from alexnet.training.config import parse_settings, resolve_config
+from alexnet.training.run import train
+
+from common import report, report_peaks
+
+# Each row undoes one of the cifar10 recipe's speed options (what the engine does without it).
+ABLATIONS: dict[str, dict] = {
+    "recipe as shipped": {},
+    "no whitening init": {"whiten": False},
+    "no lookahead": {"lookahead": 0.0},
+    "random flips (not alternating)": {"alternate_flips": False},
+    "zero padding (not reflect)": {"padding_mode": "zeros"},
+    "no flip-translate TTA (flip only)": {"tta": "flip"},
+    "label smoothing 0.1 (not 0.2)": {"label_smoothing": 0.1},
+    "BN shifts at 1x lr (not 64x)": {"bias_lr_scale": 1.0, "lr": 1.5},
+    "BN momentum 0.1, scale trained": {"bn_momentum": 0.1, "bn_eps": 1e-5, "bn_scale": True},
+}
+
+
+def write_tiny_cifar(root: Path, rows: int = 64) -> Path:
+    """Random images in the official CIFAR-10 python format (five training batches and a test batch)."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"data": rng.integers(0, 256, (rows, 3072), dtype=np.uint8), "labels": list(np.arange(rows) % 10)}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    return root
+
+
+def run_seeds(name: str, recipe: str, overrides: dict, seeds: list[int], out: Path) -> dict:
+    """Train ``recipe`` once per seed; report each run and the mean ± std."""
+    figures, times, speeds = [], [], []
+    for seed in seeds:
+        config = resolve_config(recipe=recipe, overrides={**overrides, "seed": seed})
+        outcome = train(config, out=out / f"{name.replace(' ', '_')}-{seed}")
+        tested = outcome.get("test_top1") is not None
+        figure = 100 * (outcome["test_top1"] if tested else outcome["best_val_acc"])
+        split = "test" if tested else "validation"
+        figures.append(figure)
+        times.append(outcome["train_time_s"])
+        speeds.append(outcome["images_per_s"])
+        report(f"{recipe} [{name}] seed {seed}", [figure], unit=f"% {split} top-1",
+               train_time_s=outcome["train_time_s"], images_per_s=outcome["images_per_s"], tta=config.tta)  # fmt: skip
+    return report(
+        f"{recipe} [{name}] over {len(seeds)} seed(s)",
+        figures,
+        unit=f"% {split} top-1",
+        train_time_s=round(statistics.fmean(times), 1),
+        train_time_std_s=round(statistics.stdev(times), 1) if len(times) > 1 else 0.0,
+        images_per_s=round(statistics.fmean(speeds), 1),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--recipe", default="cifar10")
+    parser.add_argument("--root", help="dataset root (the recipe's data)")
+    parser.add_argument("--data", help="another dataset than the recipe's, e.g. folder:PATH")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--set", dest="settings", action="append", default=[], help="KEY=VALUE, as `train --set`")
+    parser.add_argument("--ablate", action="store_true", help="one run per row of ABLATIONS")
+    parser.add_argument("--quick", action="store_true", help="tiny data, one step per seed: checks that it runs")
+    args = parser.parse_args()
+    configure_logging()
+    tune_allocator()
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = {"root": args.root, "data": args.data, **parse_settings(args.settings)}
+        if args.quick:
+            # The batch is clamped to the 288 training images: one step per epoch.
+            overrides.update(root=str(write_tiny_cifar(Path(tmp) / "data")), data="cifar10", epochs=1)
+        else:
+            report_peaks()
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        rows = ABLATIONS if args.ablate else {"recipe as shipped": {}}
+        for name, changes in rows.items():
+            run_seeds(name, args.recipe, {**overrides, **changes}, args.seeds, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Model-side training options that any architecture can take: a whitened first convolution, BatchNorm
+settings, and lookahead weight averaging (the ideas behind airbench's CIFAR-10 speed record, made general)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def first_conv(model: nn.Module) -> nn.Conv2d:
+    """The convolution that sees the images: the first ``Conv2d`` in forward order."""
+    return next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+def whitening_filters(
+    images: torch.Tensor, kernel: int, count: int, *, eps: float = 5e-4, max_patches: int = 2_000_000, seed: int = 0
+) -> torch.Tensor:
+    """Filters that whiten ``kernel`` x ``kernel`` patches of ``images`` (N, C, H, W, normalised float).
+
+    The eigenvectors of the patches' second-moment matrix, strongest first, each divided by the square root
+    of its eigenvalue (+ ``eps``), so the responses have unit variance and are uncorrelated; each comes with
+    its negation, so a ReLU after the conv keeps both signs. Returns (min(count, 2 C k²) rounded down to
+    even, C, k, k) float32. At most ``max_patches`` patches, drawn with ``seed``, are used.
+    """
+    n, c = images.shape[:2]
+    patches = images.float().unfold(2, kernel, 1).unfold(3, kernel, 1)  # (N, C, H', W', k, k)
+    patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * kernel * kernel)
+    if len(patches) > max_patches:
+        picked = torch.randperm(len(patches), generator=torch.Generator().manual_seed(seed))[:max_patches]
+        patches = patches[picked]
+    patches = patches.double()
+    moments = patches.T @ patches / len(patches)
+    eigenvalues, eigenvectors = torch.linalg.eigh(moments)  # ascending
+    keep = min(count // 2, len(eigenvalues))
+    eigenvalues, eigenvectors = eigenvalues.flip(0)[:keep], eigenvectors.flip(1)[:, :keep]
+    filters = (eigenvectors.T / (eigenvalues.clamp_min(0) + eps).sqrt()[:, None]).reshape(keep, c, kernel, kernel)
+    return torch.cat([filters, -filters]).float()
+
+
+@torch.no_grad()
+def whiten_first_conv(model: nn.Module, images: torch.Tensor, *, seed: int = 0) -> nn.Conv2d:
+    """Set the first convolution's filters to ``whitening_filters`` of ``images`` (model inputs), zero its
+    bias and fix the filters (``requires_grad=False``). Filters beyond 2 C k² keep their initial values.
+
+    The first layer then starts where training would take it slowly: decorrelated, equal-variance
+    responses, so every later layer sees well-conditioned inputs from the first step (airbench).
+    """
+    conv = first_conv(model)
+    kernel_h, kernel_w = conv.kernel_size
+    if kernel_h != kernel_w or conv.groups != 1:
+        raise ValueError(f"whitening needs a square, ungrouped first conv, not {conv}")
+    filters = whitening_filters(images, kernel_h, conv.out_channels, seed=seed)
+    conv.weight[: len(filters)] = filters.to(conv.weight.dtype)
+    if conv.bias is not None:
+        conv.bias.zero_()
+    conv.weight.requires_grad_(False)
+    return conv
+
+
+def configure_norms(model: nn.Module, *, momentum: float, eps: float, train_scale: bool) -> None:
+    """BatchNorm settings for every BatchNorm layer: running-statistics ``momentum`` (torch convention),
+    ``eps``, and whether the scale trains (``False`` keeps it at its value, 1 from a fresh start)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum, m.eps = momentum, eps
+            if m.weight is not None:
+                m.weight.requires_grad_(train_scale)
+
+
+class Lookahead:
+    """Lookahead with a warming decay, as airbench uses it: every ``every`` optimiser steps the slow weights
+    move toward the fast ones, ``slow += (1 - rho) (fast - slow)``, and the fast weights restart from them.
+
+    ``rho = decay ** every * (step / total_steps) ** 3`` grows from 0 (the slow weights follow the fast
+    ones while the learning rate is high) to ``decay ** every`` (strong averaging at the end). Every
+    floating-point entry of the state dict takes part, BatchNorm's running statistics included.
+    """
+
+    def __init__(self, decay: float, every: int, total_steps: int) -> None:
+        if not 0 < decay < 1:
+            raise ValueError(f"lookahead decay must be in (0, 1), got {decay}")
+        self.decay, self.every, self.total_steps = decay, max(1, every), max(1, total_steps)
+        self.slow: dict[str, torch.Tensor] | None = None
+
+    def _pairs(self, model: nn.Module):
+        fast = model.state_dict()
+        if self.slow is None:
+            self.slow = {k: v.detach().clone() for k, v in fast.items() if v.is_floating_point()}
+        return [(self.slow[k], fast[k]) for k in self.slow]
+
+    @torch.no_grad()
+    def step(self, model: nn.Module, step: int) -> None:
+        """Call after optimiser step number ``step`` (1-based)."""
+        if step % self.every:
+            return
+        rho = self.decay**self.every * min(1.0, step / self.total_steps) ** 3
+        for slow, fast in self._pairs(model):
+            slow.lerp_(fast, 1 - rho)
+            fast.copy_(slow)
+
+    @torch.no_grad()
+    def sync(self, model: nn.Module) -> None:
+        """Restart the fast weights from the slow ones (at the end of each epoch, before validation)."""
+        for slow, fast in self._pairs(model):
+            fast.copy_(slow)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.slow or {})
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.slow = {k: v.clone() for k, v in state.items()} if state else None
