@@ -7,7 +7,7 @@ from alexnet.training.config import DEFAULT_RECIPE, TrainConfig, read_recipe, re
 def test_default_is_the_fashion_mnist_recipe():
     config = resolve_config()
     assert config.recipe == DEFAULT_RECIPE == "fashion-mnist"
-    assert config.data == "fashion-mnist" and config.model == "alexnet_cifar"
+    assert config.data == "fashion-mnist" and config.model == "alexnet_cifar_fast"
 
 
 def test_precedence_defaults_recipe_file_flags(tmp_path):
@@ -15,7 +15,7 @@ def test_precedence_defaults_recipe_file_flags(tmp_path):
     path.write_text("epochs: 3\nlr: 0.2\n")
     config = resolve_config(recipe="fashion-mnist", config_file=path, overrides={"lr": 0.05, "seed": None})
     assert config.epochs == 3 and config.lr == 0.05 and config.seed == 0
-    assert config.hidden == (256,)  # from the recipe
+    assert config.model_options == {"widths": [32, 128, 128]} and config.whiten  # from the recipe
 
 
 def test_run_config_round_trips(tmp_path):

@@ -1,5 +1,7 @@
 """Every shipped recipe takes one real training step on small files in its dataset's real format."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -82,3 +84,20 @@ def test_recipe_takes_a_training_step(tmp_path, name, monkeypatch):
     report = train(config, out=tmp_path / "run", callbacks=[_OneStep()])
     assert report["epochs"] == 1 and report["test_images"] > 0
     assert (tmp_path / "run" / "model.safetensors").exists()
+
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+@pytest.mark.skipif(
+    not (SHARED / "cifar10-train-subset").exists(), reason="no shared CIFAR-10 subset beside the checkout"
+)
+def test_cifar10_recipe_learns_in_one_short_epoch_on_real_images(tmp_path):
+    from alexnet.training.run import train
+
+    root = str(SHARED / "cifar10-train-subset")  # no test_batch: hold out a validation split to measure
+    config = resolve_config(recipe="cifar10", overrides={"root": root, "epochs": 1, "val_fraction": 0.1})
+    report = train(config, out=tmp_path / "run")
+    # 4 steps of 1,024 real images: far from trained, well above the 10% of chance.
+    assert report["epochs"] == 1 and report["best_val_acc"] > 0.2, report["best_val_acc"]
+    assert report["config"]["whiten"] and report["global_batch_size"] == 1024

@@ -41,6 +41,17 @@ def test_whitening_keeps_the_strongest_directions_when_the_conv_is_narrower():
     assert torch.allclose(filters[:4].abs(), full[:4].abs(), atol=1e-5)
 
 
+def test_large_inputs_whiten_from_sampled_patches_without_unfolding_them_all():
+    images = _correlated_images(n=8, side=40)
+    sampled = whitening_filters(images, kernel=5, count=16, max_patches=4000, max_unfolded=1000)
+    responses = F.conv2d(images, sampled[:8]).permute(1, 0, 2, 3).reshape(8, -1)
+    moments = responses @ responses.T / responses.shape[1]
+    assert torch.allclose(torch.diagonal(moments)[:4], torch.ones(4), atol=0.15)  # white on the whole set
+    model = get_model("alexnet", num_classes=3)
+    conv = whiten_first_conv(model, torch.randn(2, 3, 67, 67))
+    assert conv.out_channels == 64 and not conv.weight.requires_grad  # 11x11x3 patches: 32 directions, +-
+
+
 def test_whiten_first_conv_sets_and_fixes_the_filters():
     model = get_model("alexnet_cifar_fast", widths=(8, 8, 8))
     images = _correlated_images(side=16)

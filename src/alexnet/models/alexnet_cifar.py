@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from alexnet.models.plan import Architecture, BatchNorm, Conv, Layer, Linear, MaxPool, ReLU, Scale, mlp_head
+from alexnet.models.plan import GELU, Architecture, BatchNorm, Conv, Layer, Linear, MaxPool, ReLU, Scale, mlp_head
 from alexnet.models.registry import register
 
 
@@ -69,6 +69,7 @@ def alexnet_cifar_fast(
     widths: Sequence[int] = (64, 256, 256),
     stem_kernel: int = 2,
     logit_scale: float = 1 / 9,
+    activation: str = "relu",
 ) -> Architecture:
     """The AlexNet recipe (convolutions, normalisation, ReLU, max-pooling, a linear head; no residual
     connections) in the shape of airbench94, the network behind the CIFAR-10 speed record.
@@ -88,16 +89,20 @@ def alexnet_cifar_fast(
     About 118 M multiply-accumulates per 32x32 image, 1.97 M parameters at 10 classes. Each block pools
     right after its first conv, so the second conv and BatchNorm run on a quarter of the pixels. Convs
     start as partial identities (``init="dirac"``). The fixed logit scale keeps the output layer's steps in
-    proportion to the rest at the recipe's learning rate.
+    proportion to the rest at the recipe's learning rate. ``activation="gelu"`` swaps every ReLU for
+    airbench's GELU.
     """
     if len(widths) != 3:
         raise ValueError(f"widths needs three block widths, got {len(widths)}")
+    if activation not in ("relu", "gelu"):
+        raise ValueError(f"activation must be relu or gelu, not {activation!r}")
+    act = ReLU if activation == "relu" else GELU
     stem = 2 * in_channels * stem_kernel**2
-    layers: list[Layer] = [Conv(in_channels, stem, stem_kernel, bias=True), ReLU()]
+    layers: list[Layer] = [Conv(in_channels, stem, stem_kernel, bias=True), act()]
     width = stem
     for out in widths:
-        layers += [Conv(width, out, 3, padding=1, bias=False), MaxPool(2, 2), BatchNorm(out), ReLU()]
-        layers += [Conv(out, out, 3, padding=1, bias=False), BatchNorm(out), ReLU()]
+        layers += [Conv(width, out, 3, padding=1, bias=False), MaxPool(2, 2), BatchNorm(out), act()]
+        layers += [Conv(out, out, 3, padding=1, bias=False), BatchNorm(out), act()]
         width = out
     layers.append(MaxPool(3, 3))
     head = mlp_head(width, hidden, num_classes, dropout, dropout_first=True)

@@ -25,6 +25,8 @@ def _module(layer: p.Layer) -> nn.Module:
             return nn.BatchNorm2d(layer.channels)
         case p.ReLU():
             return nn.ReLU(inplace=True)
+        case p.GELU():
+            return nn.GELU()
         case p.LRN():
             return LocalResponseNorm(layer.size, layer.alpha, layer.beta, layer.k, groups=layer.groups)
         case p.Dropout():

@@ -85,6 +85,14 @@ class ReLU:
 
 
 @dataclass(frozen=True)
+class GELU:
+    """The smooth ReLU (x times the normal CDF of x); airbench's activation."""
+
+    kind = "GELU"
+    params = 0
+
+
+@dataclass(frozen=True)
 class LRN:
     """Local response normalisation with ``alpha`` in the 2012 paper's convention (see ``LocalResponseNorm``)."""
 
@@ -131,7 +139,7 @@ class Scale:
     params = 0
 
 
-Layer = Conv | MaxPool | BatchNorm | ReLU | LRN | Dropout | Linear | Scale
+Layer = Conv | MaxPool | BatchNorm | ReLU | GELU | LRN | Dropout | Linear | Scale
 
 
 @dataclass(frozen=True)

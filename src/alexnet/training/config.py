@@ -32,6 +32,7 @@ class TrainConfig:
     dropout: float = 0.5
     whiten: bool = False  # first conv's weights = whitening basis of training patches, then fixed (airbench)
     whiten_bias_epochs: float = 3.0  # with whiten: epochs the first conv's bias trains before it is fixed too
+    whiten_eps: float = 5e-4  # with whiten: added to each eigenvalue (normalised pixels²); caps the gain on weak ones
     bn_momentum: float = 0.1  # BatchNorm running-statistics momentum (torch convention: weight of the new batch)
     bn_eps: float = 1e-5
     bn_scale: bool = True  # train BatchNorm's scale; False keeps it at 1 (only the shift learns)

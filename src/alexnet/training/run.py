@@ -129,7 +129,7 @@ def prepare_model(model, config: TrainConfig, preprocess: Preprocess, train_imag
         count = min(len(train_images), 5000, max(16, 50_000_000 // max(1, train_images[0].size * 4)))
         sample = np.random.default_rng(config.seed).choice(len(train_images), count, replace=False)
         images = preprocess.evaluate(torch.from_numpy(train_images[np.sort(sample)]))[0]
-        whiten_first_conv(model, images, seed=config.seed)
+        whiten_first_conv(model, images, eps=config.whiten_eps, seed=config.seed)
 
 
 def load_resume(run_dir: Path, overrides: dict) -> TrainConfig:

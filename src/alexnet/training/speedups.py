@@ -13,21 +13,40 @@ def first_conv(model: nn.Module) -> nn.Conv2d:
 
 
 def whitening_filters(
-    images: torch.Tensor, kernel: int, count: int, *, eps: float = 5e-4, max_patches: int = 2_000_000, seed: int = 0
+    images: torch.Tensor,
+    kernel: int,
+    count: int,
+    *,
+    eps: float = 5e-4,
+    max_patches: int = 2_000_000,
+    max_unfolded: int = 100_000_000,
+    seed: int = 0,
 ) -> torch.Tensor:
     """Filters that whiten ``kernel`` x ``kernel`` patches of ``images`` (N, C, H, W, normalised float).
 
     The eigenvectors of the patches' second-moment matrix, strongest first, each divided by the square root
     of its eigenvalue (+ ``eps``), so the responses have unit variance and are uncorrelated; each comes with
     its negation, so a ReLU after the conv keeps both signs. Returns (min(count, 2 C k²) rounded down to
-    even, C, k, k) float32. At most ``max_patches`` patches, drawn with ``seed``, are used.
+    even, C, k, k) float32. At most ``max_patches`` patches, drawn with ``seed``, are used; when all the
+    patches together hold more than ``max_unfolded`` values (AlexNet's 11x11 at 224 px), the drawn ones are
+    gathered without unfolding the rest.
     """
-    n, c = images.shape[:2]
-    patches = images.float().unfold(2, kernel, 1).unfold(3, kernel, 1)  # (N, C, H', W', k, k)
-    patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * kernel * kernel)
-    if len(patches) > max_patches:
-        picked = torch.randperm(len(patches), generator=torch.Generator().manual_seed(seed))[:max_patches]
-        patches = patches[picked]
+    n, c, h, w = images.shape
+    rows, cols = h - kernel + 1, w - kernel + 1
+    generator = torch.Generator().manual_seed(seed)
+    if n * rows * cols * c * kernel * kernel <= max_unfolded:
+        patches = images.float().unfold(2, kernel, 1).unfold(3, kernel, 1)  # (N, C, H', W', k, k)
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * kernel * kernel)
+        if len(patches) > max_patches:
+            patches = patches[torch.randperm(len(patches), generator=generator)[:max_patches]]
+    else:  # one kernel offset at a time
+        where = torch.randint(0, n * rows * cols, (max_patches,), generator=generator)
+        image, y, x = where // (rows * cols), where % (rows * cols) // cols, where % cols
+        patches = torch.empty(max_patches, c, kernel, kernel)
+        for dy in range(kernel):
+            for dx in range(kernel):
+                patches[:, :, dy, dx] = images[image, :, y + dy, x + dx].float()
+        patches = patches.reshape(max_patches, -1)
     patches = patches.double()
     moments = patches.T @ patches / len(patches)
     eigenvalues, eigenvectors = torch.linalg.eigh(moments)  # ascending
@@ -38,9 +57,11 @@ def whitening_filters(
 
 
 @torch.no_grad()
-def whiten_first_conv(model: nn.Module, images: torch.Tensor, *, seed: int = 0) -> nn.Conv2d:
+def whiten_first_conv(model: nn.Module, images: torch.Tensor, *, eps: float = 5e-4, seed: int = 0) -> nn.Conv2d:
     """Set the first convolution's filters to ``whitening_filters`` of ``images`` (model inputs), zero its
     bias and fix the filters (``requires_grad=False``). Filters beyond 2 C k² keep their initial values.
+    A larger ``eps`` caps the gain on the weakest directions, which JPEG compression of the training images
+    all but removes: clean test images carry several times more energy there.
 
     The first layer then starts where training would take it slowly: decorrelated, equal-variance
     responses, so every later layer sees well-conditioned inputs from the first step (airbench).
@@ -49,7 +70,7 @@ def whiten_first_conv(model: nn.Module, images: torch.Tensor, *, seed: int = 0) 
     kernel_h, kernel_w = conv.kernel_size
     if kernel_h != kernel_w or conv.groups != 1:
         raise ValueError(f"whitening needs a square, ungrouped first conv, not {conv}")
-    filters = whitening_filters(images, kernel_h, conv.out_channels, seed=seed)
+    filters = whitening_filters(images, kernel_h, conv.out_channels, eps=eps, seed=seed)
     conv.weight[: len(filters)] = filters.to(conv.weight.dtype)
     if conv.bias is not None:
         conv.bias.zero_()
