@@ -70,8 +70,9 @@ class Recorder(pl.Callback):
 
 def test_two_stage_trains_the_head_then_everything_at_discriminative_rates(pretrained_run, tmp_path):
     source, data = pretrained_run
+    # bias_lr_scale 1: the default recipe's 64x for biases would add two more rates to the two checked here.
     config = resolve_config(overrides={**TINY, "root": str(data), "epochs": 2, "pretrained": str(source),
-                                       "head_epochs": 1, "backbone_lr_scale": 0.1})  # fmt: skip
+                                       "head_epochs": 1, "backbone_lr_scale": 0.1, "bias_lr_scale": 1.0})  # fmt: skip
     recorder = Recorder()
     train(config, out=tmp_path / "two-stage", callbacks=[recorder])
     start = load_file(str(source / "model.safetensors"))["features.0.weight"]

@@ -121,11 +121,14 @@ def fit_batch_size(batch_size: int, train_images: int, world_size: int) -> int:
 
 def prepare_model(model, config: TrainConfig, preprocess: Preprocess, train_images: np.ndarray) -> None:
     """The model-side settings of a run: BatchNorm momentum, eps and scale; the whitened first conv,
-    computed from (at most 5,000 of) the training images as the model sees them."""
+    computed from (at most 5,000 of) the training images as the model sees them (a fresh model's only:
+    pretrained weights are never overwritten)."""
     from alexnet.training.speedups import configure_norms, whiten_first_conv
 
     configure_norms(model, momentum=config.bn_momentum, eps=config.bn_eps, train_scale=config.bn_scale)
-    if config.whiten:
+    if config.whiten and config.pretrained is not None:
+        log.info("whiten: skipped, the first conv keeps its pretrained weights")
+    elif config.whiten:
         count = min(len(train_images), 5000, max(16, 50_000_000 // max(1, train_images[0].size * 4)))
         sample = np.random.default_rng(config.seed).choice(len(train_images), count, replace=False)
         images = preprocess.evaluate(torch.from_numpy(train_images[np.sort(sample)]))[0]
