@@ -36,7 +36,7 @@ ABLATIONS: dict[str, dict] = {
     "zero padding (not reflect)": {"padding_mode": "zeros"},
     "no flip-translate TTA (flip only)": {"tta": "flip"},
     "label smoothing 0.1 (not 0.2)": {"label_smoothing": 0.1},
-    "BN shifts at 1x lr (not 64x)": {"bias_lr_scale": 1.0, "lr": 1.5},
+    "BN shifts at 1x lr (not 64x)": {"bias_lr_scale": 1.0},
     "BN momentum 0.1, scale trained": {"bn_momentum": 0.1, "bn_eps": 1e-5, "bn_scale": True},
 }
 

@@ -84,10 +84,14 @@ def random_crop(
     return picked.permute(0, 3, 1, 2)
 
 
+def mirror(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mirror left-right the images where the (N,) bool ``mask`` is set."""
+    return torch.where(mask.to(images.device)[:, None, None, None], images.flip(3), images)
+
+
 def random_hflip(images: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
     """Mirror each image left-right with probability ``p``."""
-    mask = (torch.rand(len(images), generator=generator, device=generator.device) < p).to(images.device)
-    return torch.where(mask[:, None, None, None], images.flip(3), images)
+    return mirror(images, torch.rand(len(images), generator=generator, device=generator.device) < p)
 
 
 def random_resized_crop(
@@ -250,7 +254,7 @@ class Preprocess:
         if self.crop == "pad":
             images = random_crop(images, side, self.padding, generator, flip=flip, padding_mode=self.padding_mode)
         elif mirrored is not None and self.flip:
-            images = torch.where(mirrored.to(images.device)[:, None, None, None], images.flip(3), images)
+            images = mirror(images, mirrored)
         elif self.flip:
             images = random_hflip(images, generator)
         if self.crop == "resized":
