@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from alexnet.export import save_model_dir
+from alexnet.modelcard import DataSpec, InputSpec, ModelCard
+from alexnet.modeldir import save_model_dir
 from alexnet.models import get_model
 
 KWARGS = {"num_classes": 10, "in_channels": 1, "dropout": 0.0, "hidden": [8], "widths": [4, 4, 4, 4, 4]}
@@ -25,16 +26,16 @@ def constant_model() -> torch.nn.Module:
     return model.eval()
 
 
-def write_model_dir(folder: Path, model: torch.nn.Module | None = None, *, data: str = "mnist") -> Path:
+def write_model_dir(folder: Path, model: torch.nn.Module | None = None, *, data: str | DataSpec = "mnist") -> Path:
     """A model directory as `alexnet train` exports it, for 28-px grey MNIST-format data."""
-    meta = {
-        "model": "alexnet_cifar",
-        "model_kwargs": KWARGS,
-        "classes": MNIST_CLASSES,
-        "preprocess": {"image_size": 28, "channels": 1, "mean": [0.5], "std": [0.25], "storage_size": 28, "padding": 2},
-        "data": data,
-    }
-    save_model_dir(model if model is not None else constant_model(), folder, meta)
+    card = ModelCard(
+        model="alexnet_cifar",
+        model_kwargs=KWARGS,
+        classes=tuple(MNIST_CLASSES),
+        preprocess=InputSpec(image_size=28, channels=1, mean=(0.5,), std=(0.25,), storage_size=28, padding=2),
+        data=DataSpec(data) if isinstance(data, str) else data,
+    )
+    save_model_dir(model if model is not None else constant_model(), folder, card)
     return folder
 
 

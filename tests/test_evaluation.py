@@ -6,6 +6,7 @@ import pytest
 
 from alexnet.errors import InputError
 from alexnet.evaluation import evaluate, format_report
+from alexnet.modelcard import DataSpec
 
 from fileformats import write_cifar10, write_mnist
 from modeldirs import BIAS, write_model_dir
@@ -52,8 +53,7 @@ def test_tta_modes_name_their_outputs(tmp_path, mnist_root, tta):
 
 
 def test_validation_split_follows_the_run_config(tmp_path, mnist_root):
-    model_dir = write_model_dir(tmp_path / "run")
-    (model_dir / "config.yaml").write_text(f"data: mnist\nroot: {mnist_root}\nval_fraction: 0.2\nseed: 3\n")
+    model_dir = write_model_dir(tmp_path / "run", data=DataSpec("mnist", str(mnist_root), val_fraction=0.2, seed=3))
     report = evaluate(model_dir, split="val", precision="fp32", write=False)
     assert report["n"] == 10 and report["split"] == "val"  # round(3 x 0.2) = 1 of each class's 3 images
     assert not (model_dir / "eval-val-none.json").exists()

@@ -1,5 +1,6 @@
 """Pretrained sources: torchvision-format files (random values, exact keys), the hub cache, hashes, transfer."""
 
+import dataclasses
 import hashlib
 
 import pytest
@@ -8,8 +9,19 @@ from safetensors.torch import save_file
 
 import alexnet.pretrained as pretrained
 from alexnet.errors import InputError
-from alexnet.models import get_model
-from alexnet.pretrained import adapt_input_channels, hub_checkpoint_dir, load_pretrained, transfer
+from alexnet.models import get_model, model_spec
+from alexnet.models.weights import adapt_first_conv, load_weights
+from alexnet.pretrained import hub_checkpoint_dir, load_pretrained
+
+
+def transfer(model, weights):
+    return load_weights(model, weights.state, weights.source, new_head=True)
+
+
+def _publish(monkeypatch, name, url):
+    """Declare ``url`` as the ImageNet checkpoint of ``name`` for one test."""
+    weights = model_spec(name).weights
+    monkeypatch.setitem(weights, "imagenet", dataclasses.replace(weights["imagenet"], url=url))
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +55,7 @@ def test_hub_cache_follows_torch_home_and_xdg(monkeypatch, tmp_path):
 def test_a_verified_file_in_the_cache_is_used_offline(alexnet_pth, cache, monkeypatch):
     source, digest = alexnet_pth
     name = f"alexnet-owt-{digest[:8]}.pth"  # a name whose hash prefix this file really has
-    monkeypatch.setitem(pretrained.IMAGENET, "alexnet", (name, 56.522))
+    _publish(monkeypatch, "alexnet", f"https://download.pytorch.org/models/{name}")
     monkeypatch.setattr(pretrained, "download", _no_network)
     cache.mkdir(parents=True)
     (cache / name).write_bytes(source.read_bytes())
@@ -70,8 +82,7 @@ def test_a_missing_file_is_downloaded_into_the_cache_and_verified(alexnet_pth, c
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     (mirror / name).write_bytes(source.read_bytes())
-    monkeypatch.setitem(pretrained.IMAGENET, "alexnet", (name, 56.522))
-    monkeypatch.setattr(pretrained, "URL_BASE", mirror.as_uri() + "/")
+    _publish(monkeypatch, "alexnet", f"{mirror.as_uri()}/{name}")
     load_pretrained("imagenet", "alexnet")
     assert (cache / name).read_bytes() == source.read_bytes()
     assert not list(cache.glob("*.part"))
@@ -133,10 +144,10 @@ def test_grey_data_folds_the_first_conv_and_gives_the_rgb_response():
     torch.manual_seed(0)
     rgb = get_model("alexnet_cifar", in_channels=3).eval()
     grey = get_model("alexnet_cifar", in_channels=1).eval()
-    state = adapt_input_channels(rgb.state_dict(), grey)
+    state = adapt_first_conv(rgb.state_dict(), grey)
     assert state["features.0.weight"].shape[1] == 1
     grey.load_state_dict(state)
     x = torch.rand(2, 1, 32, 32)
     torch.testing.assert_close(grey(x), rgb(x.expand(-1, 3, -1, -1)), rtol=1e-4, atol=1e-5)
-    back = adapt_input_channels(grey.state_dict(), rgb)  # 1 -> 3: a third each
+    back = adapt_first_conv(grey.state_dict(), rgb)  # 1 -> 3: a third each
     torch.testing.assert_close(back["features.0.weight"].sum(1, keepdim=True), state["features.0.weight"])

@@ -6,9 +6,9 @@ file and what is wrong), 1 for anything else. ``--json`` prints exactly one JSON
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from alexnet.errors import InputError
+from alexnet.errors import InputError, TrainingStopped
 from alexnet.runtime import tune_allocator
 
 app = typer.Typer(
@@ -28,18 +28,6 @@ app = typer.Typer(
 )
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")]
-
-
-def _parse_widths(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        widths = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise InputError(f"--hidden takes comma-separated widths such as 4096,1024, not {text!r}") from None
-    if any(w <= 0 for w in widths):
-        raise InputError(f"--hidden widths must be positive, not {text!r}")
-    return widths
 
 
 def _print_json(obj: dict) -> None:
@@ -84,8 +72,10 @@ def summary_command(
     kwargs: dict = {"in_channels": in_channels}
     if classes is not None:
         kwargs["num_classes"] = classes
-    if (widths := _parse_widths(hidden)) is not None:
-        kwargs["hidden"] = widths
+    if hidden is not None:
+        from alexnet.training.config import parse_widths
+
+        kwargs["hidden"] = parse_widths(hidden, "--hidden")
     summary = summarize(get_architecture(model, image_size=size, **kwargs), model, (in_channels, size, size))
     if as_json:
         _print_json(summary.to_dict())
@@ -166,73 +156,23 @@ def recipes_command(as_json: JsonFlag = False) -> None:
         typer.echo(f"    {r['description']}")
 
 
-@app.command("train")
-def train_command(
-    recipe: Annotated[str | None, typer.Option("--recipe", help="Named recipe (see `alexnet recipes`).")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Registered model name.")] = None,
-    data: Annotated[str | None, typer.Option("--data", help="Dataset name or folder:PATH.")] = None,
-    root: Annotated[str | None, typer.Option("--root", help="Dataset root.")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", min=1)] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Per process.")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
-    image_size: Annotated[int | None, typer.Option("--image-size", min=1, help="Model input side, px.")] = None,
-    train_fraction: Annotated[float | None, typer.Option("--train-fraction")] = None,
-    val_fraction: Annotated[float | None, typer.Option("--val-fraction")] = None,
-    hidden: Annotated[str | None, typer.Option("--hidden", help="Classifier hidden widths, e.g. 4096,1024.")] = None,
-    pretrained: Annotated[
-        str | None, typer.Option("--pretrained", help="imagenet, a .pth/.safetensors file or a run directory.")
-    ] = None,
-    freeze: Annotated[
-        str | None, typer.Option("--freeze", help="none, features or all-but-head: frozen for the whole run.")
-    ] = None,
-    head_epochs: Annotated[
-        int | None, typer.Option("--head-epochs", min=0, help="Train only the new head this many epochs first.")
-    ] = None,
-    backbone_lr_scale: Annotated[
-        float | None, typer.Option("--backbone-lr-scale", help="Learning rate of pretrained weights, times --lr.")
-    ] = None,
-    precision: Annotated[str | None, typer.Option("--precision", help="auto, fp32 or bf16.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
-    devices: Annotated[
-        int | None, typer.Option("--devices", min=1, help="Processes (CPU) or GPUs per node; DDP when more than 1.")
-    ] = None,
-    num_nodes: Annotated[
-        int | None, typer.Option("--num-nodes", min=1, help="Machines (SLURM; torchrun sets it).")
-    ] = None,
-    sync_batchnorm: Annotated[
-        bool | None, typer.Option("--sync-batchnorm/--no-sync-batchnorm", help="BatchNorm over the global batch.")
-    ] = None,
-    scale_lr: Annotated[
-        bool | None, typer.Option("--scale-lr/--no-scale-lr", help="Multiply --lr by the number of processes.")
-    ] = None,
-    compile_model: Annotated[
-        bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model.")
-    ] = None,
-    tta: Annotated[
-        str | None, typer.Option("--tta", help="Final test views: none, flip, flip-translate or ten-crop.")
-    ] = None,
-    settings: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Any training setting as KEY=VALUE (YAML value), repeatable: --set lookahead=0.95."),
-    ] = None,
-    config_file: Annotated[
-        Path | None, typer.Option("--config", help="YAML settings (e.g. a run's config.yaml).")
-    ] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/<name>-<time>).")] = None,
-    resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run in this directory.")] = None,
-    as_json: JsonFlag = False,
+def _train_command(
+    recipe: str | None,
+    config_file: Path | None,
+    out: Path | None,
+    resume: Path | None,
+    settings: list[str] | None,
+    as_json: bool,
+    **flags,
 ) -> None:
-    """Train, validating each epoch, then test; writes a run directory."""
+    """Train, validating each epoch, then test; writes a run directory.
+
+    Every setting is a flag; the defaults shown are the built-in ones, which a recipe's values replace.
+    """
     from alexnet.training.config import parse_settings, resolve_config
     from alexnet.training.run import load_resume, train
 
-    overrides = {
-        "model": model, "data": data, "root": root, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-        "image_size": image_size, "train_fraction": train_fraction, "val_fraction": val_fraction, "hidden": hidden,
-        "pretrained": pretrained, "freeze": freeze, "head_epochs": head_epochs, "backbone_lr_scale": backbone_lr_scale,
-        "num_nodes": num_nodes, "sync_batchnorm": sync_batchnorm, "scale_lr": scale_lr,
-        "precision": precision, "seed": seed, "devices": devices, "compile": compile_model, "tta": tta,
-    }  # fmt: skip
+    overrides = {k: v for k, v in flags.items() if v is not None}
     overrides.update(parse_settings(settings or ()))
     if resume is not None:
         if recipe or config_file or out:
@@ -251,6 +191,45 @@ def train_command(
     speed = f"{report['train_time_s']:.0f} s, {report['images_per_s']} images/s"
     typer.echo(f"{report['model']} on {report['data']}: {result} after {report['epochs']} epochs ({speed})")
     typer.echo(f"run directory: {report['run_dir']}")
+
+
+def _train_signature() -> inspect.Signature:
+    """``alexnet train``'s parameters: its own options, then one flag per ``TrainConfig`` field, derived
+    from the field (name, type, choices, and the help written beside it)."""
+    from alexnet.training.config import TrainConfig, settings
+
+    def option(name: str, annotation, default=None) -> inspect.Parameter:
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+    path = lambda flag, text: Annotated[Path | None, typer.Option(flag, help=text)]  # noqa: E731
+    own = [
+        option("recipe", Annotated[str | None, typer.Option("--recipe", help="Named recipe (see `alexnet recipes`).")]),
+        option("config_file", path("--config", "YAML settings (e.g. a run's config.yaml).")),
+        option("out", path("--out", "Run directory (default runs/<name>-<time>).")),
+        option("resume", path("--resume", "Continue the run in this directory.")),
+        option("settings", Annotated[list[str] | None, typer.Option(
+            "--set", help="Any setting as KEY=VALUE (VALUE read as YAML), repeatable: --set lookahead=0.95.")]),
+        option("as_json", JsonFlag, False),
+    ]  # fmt: skip
+    defaults = TrainConfig()
+    derived = []
+    for s in settings():
+        if s.name == "recipe":  # informational: --recipe above picks the recipe
+            continue
+        flag = "--" + s.name.replace("_", "-")
+        declared = f"{flag}/--no-{flag[2:]}" if s.kind is bool else flag
+        default = getattr(defaults, s.name)
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        text = s.help + (f" [one of: {', '.join(s.choices)}]" if s.choices else "")
+        text += f" [default: {shown}]" if shown not in (None, {}) else ""
+        info = typer.Option(declared, help=text, show_default=False, rich_help_panel=s.section.capitalize() or None)
+        derived.append(option(s.name, Annotated[s.kind | None, info]))
+    return inspect.Signature([*own, *derived])
+
+
+_train_command.__signature__ = _train_signature()
+_train_command.__annotations__ = {p.name: p.annotation for p in _train_command.__signature__.parameters.values()}
+app.command("train")(_train_command)
 
 
 SourceArg = Annotated[
@@ -349,39 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as error:
         typer.echo(f"alexnet: error: {error}", err=True)
         return 2
-    except Exception as error:
-        handled = _training_stop(error)
-        if handled is None:
-            raise
-        return handled
+    except TrainingStopped as stopped:
+        typer.echo(f"alexnet: {stopped}", err=True)
+        return stopped.exit_code
     return 0
-
-
-def _training_stop(error: Exception) -> int | None:
-    """Exit status and message for a training run stopped by a signal or a non-finite loss."""
-    # Imported here: these modules import Lightning, which commands that do not train never load.
-    if "alexnet.training.callbacks" not in sys.modules:
-        return None
-    from alexnet.training.callbacks import Interrupted
-    from alexnet.training.distributed import RUN_DIR_ENV, is_peer_failure
-    from alexnet.training.task import NonFiniteLoss
-
-    if isinstance(error, Interrupted):
-        run_dir = error.checkpoint.parent.parent
-        typer.echo(f"alexnet: {error}; continue with: alexnet train --resume {run_dir}", err=True)
-        return 128 + (2 if error.signal_name == "SIGINT" else 15)
-    if is_peer_failure(error):
-        reason = str(error).split("] ", 1)[-1].split(". ")[0][:160]
-        run_dir = os.environ.get(RUN_DIR_ENV, "RUN_DIR")
-        typer.echo(
-            f"alexnet: error: another training process stopped or stopped answering ({reason}); this one stops too. "
-            f"Continue from the last checkpoint with: alexnet train --resume {run_dir}",
-            err=True,
-        )
-        return 1
-    if isinstance(error, NonFiniteLoss):
-        typer.echo(
-            f"alexnet: error: {error}; the last good checkpoint is kept (lower --lr, or clip gradients)", err=True
-        )
-        return 1
-    return None

@@ -19,18 +19,12 @@ import torch
 from alexnet.atomic import write_text
 from alexnet.data.datasets import load_splits
 from alexnet.errors import InputError
-from alexnet.inference import Classifier, check_tta, load_classifier
+from alexnet.inference import Classifier, load_classifier
 from alexnet.metrics import classification_report
+from alexnet.modelcard import DataSpec
+from alexnet.tta import check_tta
 
 SPLITS = ("test", "val", "train")
-
-
-def _run_settings(folder: Path) -> dict[str, Any]:
-    """The data settings of the run that trained the model (empty for a model directory shipped alone)."""
-    from alexnet.training.config import read_config_file
-
-    path = folder / "config.yaml"
-    return read_config_file(path) if path.exists() else {}
 
 
 def _classes_match(model: tuple[str, ...], data: tuple[str, ...], name: str) -> None:
@@ -86,23 +80,23 @@ def evaluate(
     if batch_size < 1:
         raise InputError(f"--batch-size must be positive, not {batch_size}")
     classifier = load_classifier(source, precision=precision, compile=compile)
-    settings = _run_settings(classifier.folder)
-    name = data or settings.get("data") or classifier.meta.get("data")
+    trained = classifier.card.data or DataSpec(name="")  # the run's dataset and split settings
+    name = data or trained.name
     if not name:
-        raise InputError(f"{classifier.folder}: no run settings name the dataset; pass --data")
+        raise InputError(f"{classifier.folder}: its model card names no dataset; pass --data")
     dataset = load_splits(
         name,
-        root if root is not None else (settings.get("root") if data is None else None),
-        train_fraction=float(settings.get("train_fraction", 1.0)),
-        val_fraction=float(settings.get("val_fraction", 0.0)),
-        seed=int(settings.get("seed", 0)),
+        root if root is not None else (trained.root if data is None else None),
+        train_fraction=trained.train_fraction,
+        val_fraction=trained.val_fraction,
+        seed=trained.seed,
         storage_size=classifier.storage_size,
     )
     images = dataset.split(split)
     _classes_match(classifier.classes, images.classes, dataset.name)
     probabilities, rate = predict_split(classifier, images.images, tta=tta, batch_size=batch_size)
     report = {
-        "model": classifier.meta["model"],
+        "model": classifier.card.model,
         "source": str(source),
         "weights": str(classifier.weights),
         "data": dataset.name,

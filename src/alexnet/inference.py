@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,11 +16,9 @@ from torch import nn
 
 from alexnet.data.augment import Preprocess
 from alexnet.errors import InputError
-from alexnet.export import load_model_dir, model_from_meta, read_model_meta, read_torch_weights
-from alexnet.runtime import cpu_supports_bf16
-from alexnet.tta import TTA_MODES
-
-PRECISIONS = ("auto", "fp32", "bf16")
+from alexnet.modelcard import ModelCard
+from alexnet.modeldir import load_model_dir, model_from_card, read_torch_weights
+from alexnet.runtime import resolve_precision
 
 
 @dataclass(frozen=True)
@@ -32,7 +29,7 @@ class Classifier:
     classes: tuple[str, ...]
     preprocess: Preprocess
     storage_size: int  # side images are stored at before the model's crop (decoded files too)
-    meta: dict[str, Any]  # model.json
+    card: ModelCard  # model.json
     folder: Path  # the run or model directory: config.yaml and evaluation outputs live here
     weights: Path  # the file the weights came from
     dtype: torch.dtype  # of the weights and the inputs: bf16 or fp32
@@ -53,13 +50,8 @@ def average_views(model: nn.Module, views: torch.Tensor) -> torch.Tensor:
 
 
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """``auto`` is bf16 where bf16 matrix work is fast (AVX512-BF16 or AMX CPUs, bf16 GPUs), else fp32."""
-    if precision not in PRECISIONS:
-        raise InputError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        fast = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_supports_bf16()
-        return torch.bfloat16 if fast else torch.float32
-    return torch.bfloat16 if precision == "bf16" else torch.float32
+    """The weights' and inputs' dtype for ``precision`` on ``device`` (``runtime.resolve_precision`` decides)."""
+    return torch.bfloat16 if resolve_precision(precision, device.type) == "bf16" else torch.float32
 
 
 def _resolve(source: Path) -> tuple[Path, Path | None]:
@@ -79,12 +71,12 @@ def _resolve(source: Path) -> tuple[Path, Path | None]:
     raise InputError(f"{source}: not a run directory, model directory, .ckpt or model.safetensors")
 
 
-def preprocess_from_meta(meta: dict[str, Any]) -> Preprocess:
-    """The evaluation preprocessing a model was trained with, from its model.json."""
-    p = meta["preprocess"]
+def preprocess_from_card(card: ModelCard) -> Preprocess:
+    """The evaluation preprocessing a model was trained with, from its card."""
+    p = card.preprocess
     return Preprocess(
-        image_size=int(p["image_size"]), channels=int(p["channels"]), mean=tuple(p["mean"]), std=tuple(p["std"]),
-        crop="pad", padding=int(p.get("padding", 0)), flip=False,
+        image_size=p.image_size, channels=p.channels, mean=p.mean, std=p.std, crop="pad", padding=p.padding,
+        flip=False,
     )  # fmt: skip
 
 
@@ -99,11 +91,11 @@ def load_classifier(
     folder, checkpoint = _resolve(Path(source))
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if checkpoint is None:
-        model, meta = load_model_dir(folder)
+        model, card = load_model_dir(folder)
         weights = folder / "model.safetensors"
     else:
-        meta = read_model_meta(folder)
-        model = model_from_meta(meta, read_torch_weights(checkpoint, what="checkpoint"), checkpoint)
+        card = ModelCard.read(folder)
+        model = model_from_card(card, read_torch_weights(checkpoint, what="checkpoint"), checkpoint)
         weights = checkpoint
     dtype = resolve_dtype(precision, target)
     # bf16 weights rather than autocast: autocast re-casts every fp32 weight on every call, which at batch 1
@@ -117,12 +109,6 @@ def load_classifier(
 
         inductor.freezing = True  # constant-fold the weights and pre-pack them for oneDNN
         model = torch.compile(model)
-    preprocess = preprocess_from_meta(meta)
-    storage = int(meta["preprocess"].get("storage_size", preprocess.image_size))
-    return Classifier(model, tuple(meta["classes"]), preprocess, storage, meta, folder, weights, dtype, target)
-
-
-def check_tta(tta: str) -> str:
-    if tta not in TTA_MODES:
-        raise InputError(f"unknown --tta {tta!r}; use {', '.join(TTA_MODES)}")
-    return tta
+    preprocess = preprocess_from_card(card)
+    storage = card.preprocess.storage_size
+    return Classifier(model, card.classes, preprocess, storage, card, folder, weights, dtype, target)

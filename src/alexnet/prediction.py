@@ -15,7 +15,8 @@ import torch
 from alexnet.data.decode import decode_image
 from alexnet.data.folder import IMAGE_SUFFIXES, natural_key
 from alexnet.errors import InputError
-from alexnet.inference import Classifier, check_tta, load_classifier
+from alexnet.inference import Classifier, load_classifier
+from alexnet.tta import check_tta
 
 
 def collect_images(inputs: Sequence[Path | str]) -> list[tuple[Path, str | None]]:

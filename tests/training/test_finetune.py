@@ -8,9 +8,9 @@ import torch
 from safetensors.torch import load_file
 
 from alexnet.cli import main
-from alexnet.pretrained import Transfer
+from alexnet.models.weights import Loaded
 from alexnet.training.config import resolve_config
-from alexnet.training.finetune import FreezePlan
+from alexnet.training.finetune import FreezeSchedule
 from alexnet.training.run import train
 
 from fileformats import write_learnable_mnist
@@ -32,13 +32,13 @@ def pretrained_run(tmp_path_factory):
 
 
 def test_freeze_plan_stages():
-    done = Transfer(loaded=("features.0.weight", "classifier.1.weight"), fresh=("classifier.3.weight",))
-    two_stage = FreezePlan.build(done, "none", head_epochs=2)
+    done = Loaded(loaded=("features.0.weight", "classifier.1.weight"), fresh=("classifier.3.weight",))
+    two_stage = FreezeSchedule.build(done, "none", head_epochs=2)
     assert [two_stage.trainable("features.0.weight", e) for e in range(4)] == [False, False, True, True]
     assert all(two_stage.trainable("classifier.3.weight", e) for e in range(4))
-    features = FreezePlan.build(done, "features", head_epochs=0)
+    features = FreezeSchedule.build(done, "features", head_epochs=0)
     assert not features.trainable("features.0.weight", 5) and features.trainable("classifier.1.weight", 0)
-    head_only = FreezePlan.build(done, "all-but-head", head_epochs=0)
+    head_only = FreezeSchedule.build(done, "all-but-head", head_epochs=0)
     assert not head_only.trainable("classifier.1.weight", 3) and head_only.trainable("classifier.3.weight", 3)
 
 

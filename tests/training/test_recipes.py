@@ -1,5 +1,6 @@
 """Every shipped recipe takes one real training step on small files in its dataset's real format."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,7 @@ def _imagenet_cache(name: str, root, monkeypatch) -> None:
 
     import torch
 
-    import alexnet.pretrained as pretrained
-    from alexnet.models import get_model
+    from alexnet.models import get_model, model_spec
 
     monkeypatch.setenv("TORCH_HOME", str(root / "torch"))
     cache = root / "torch" / "hub" / "checkpoints"
@@ -45,7 +45,9 @@ def _imagenet_cache(name: str, root, monkeypatch) -> None:
     torch.save(state, cache / "weights.pth")
     digest = hashlib.sha256((cache / "weights.pth").read_bytes()).hexdigest()[:8]
     (cache / "weights.pth").rename(cache / f"{name}-{digest}.pth")
-    monkeypatch.setitem(pretrained.IMAGENET, name, (f"{name}-{digest}.pth", 0.0))
+    weights = model_spec(name).weights
+    url = f"https://download.pytorch.org/models/{name}-{digest}.pth"
+    monkeypatch.setitem(weights, "imagenet", dataclasses.replace(weights["imagenet"], url=url))
 
 
 def _data_for(name: str, root):

@@ -1,7 +1,7 @@
 import pytest
 
-from alexnet.training import trainer
-from alexnet.training.trainer import resolve_precision
+from alexnet import runtime
+from alexnet.training.trainer import lightning_precision as resolve_precision
 
 
 def test_explicit_precisions():
@@ -11,5 +11,5 @@ def test_explicit_precisions():
 
 @pytest.mark.parametrize(("fast", "expected"), [(True, "bf16-mixed"), (False, "32-true")])
 def test_auto_is_bf16_only_where_the_cpu_does_bf16_fast(monkeypatch, fast, expected):
-    monkeypatch.setattr(trainer, "cpu_supports_bf16", lambda: fast)
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: fast)
     assert resolve_precision("auto", "cpu") == expected

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from alexnet.data.imageset import ImageSet
+from alexnet.seeding import epoch_seed
 
 
 def shard(indices: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
@@ -24,7 +25,7 @@ def epoch_order(n: int, *, epoch: int, seed: int, shuffle: bool) -> torch.Tensor
     """The order of the ``n`` samples in ``epoch``: a permutation seeded by (seed, epoch), or 0..n-1."""
     if not shuffle:
         return torch.arange(n)
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
     return torch.randperm(n, generator=generator)
 
 

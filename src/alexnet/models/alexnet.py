@@ -7,12 +7,14 @@ from typing import Literal
 
 from alexnet.models.plan import LRN, Architecture, BatchNorm, Conv, Layer, MaxPool, ReLU, mlp_head
 from alexnet.models.registry import register
+from alexnet.models.weights import torchvision_imagenet
 
 
 @register(
     "alexnet",
     image_size=224,
     description="torchvision's AlexNet (64-192-384-256-256, no LRN); loads its ImageNet weights",
+    weights={"imagenet": torchvision_imagenet("alexnet-owt-7be5be79.pth", 56.522, min_size=63)},
 )
 def alexnet(
     *, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, hidden: Sequence[int] = (4096, 4096)

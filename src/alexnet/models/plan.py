@@ -165,6 +165,17 @@ class Architecture:
     def num_classes(self) -> int:
         return next(layer for layer in reversed(self.classifier) if isinstance(layer, Linear)).out_features
 
+    @property
+    def first_conv(self) -> str:
+        """``state_dict`` prefix of the first convolution (``features.0``): whitened, or folded for grey input."""
+        return next(f"features.{i}" for i, layer in enumerate(self.features) if isinstance(layer, Conv))
+
+    @property
+    def head(self) -> str:
+        """``state_dict`` prefix of the output layer (``classifier.6``): replaced when the classes change."""
+        last = max(i for i, layer in enumerate(self.classifier) if isinstance(layer, Linear))
+        return f"classifier.{last}"
+
 
 @dataclass(frozen=True)
 class LayerRow:

@@ -7,12 +7,13 @@ A registered function returns a plan (``alexnet.models.plan.Architecture``), whi
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from alexnet.errors import InputError
 from alexnet.models.plan import Architecture
+from alexnet.models.weights import Weights
 
 if TYPE_CHECKING:
     from torch import nn
@@ -26,6 +27,7 @@ class ModelSpec:
     builder: Callable[..., Architecture]  # keyword-only options -> plan
     image_size: int  # default input side, px
     description: str
+    weights: Mapping[str, Weights] = field(default_factory=dict)  # published checkpoints by tag ("imagenet")
 
     @property
     def adapts_to_image_size(self) -> bool:
@@ -36,16 +38,24 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register(name: str, *, image_size: int, description: str) -> Callable[[Callable[..., Architecture]], Callable]:
-    """Register a keyword-only plan function under ``name``; a duplicate name raises ``ValueError``."""
+def register(
+    name: str, *, image_size: int, description: str, weights: Mapping[str, Weights] | None = None
+) -> Callable[[Callable[..., Architecture]], Callable]:
+    """Register a keyword-only plan function under ``name``, with its published ``weights`` by tag; a
+    duplicate name raises ``ValueError``."""
 
     def decorate(builder: Callable[..., Architecture]) -> Callable[..., Architecture]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = ModelSpec(name, builder, image_size, description)
+        _REGISTRY[name] = ModelSpec(name, builder, image_size, description, dict(weights or {}))
         return builder
 
     return decorate
+
+
+def published_weights(tag: str) -> dict[str, Weights]:
+    """Every registered model that publishes weights under ``tag``, by model name."""
+    return {name: spec.weights[tag] for name, spec in _REGISTRY.items() if tag in spec.weights}
 
 
 def list_models() -> list[str]:

@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 
 from alexnet.atomic import write_text
+from alexnet.seeding import GLOBAL, epoch_seed
 
 log = logging.getLogger("alexnet.train")
 
@@ -110,7 +111,7 @@ class ReseedEachEpoch(pl.Callback):
         self.seed = seed
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        torch.manual_seed((self.seed * 1_000_003 + trainer.current_epoch) * 4099 + trainer.global_rank + 17)
+        torch.manual_seed(epoch_seed(self.seed, trainer.current_epoch, rank=trainer.global_rank, stream=GLOBAL))
 
 
 class ImagesPerSecondBar(TQDMProgressBar):

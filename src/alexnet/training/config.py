@@ -1,8 +1,14 @@
-"""Training settings: one frozen dataclass, defaults in code, overridden by a recipe (YAML), then flags."""
+"""Training settings: one frozen dataclass, defaults in code, overridden by a recipe (YAML), then flags.
+
+A setting is one line of ``TrainConfig``: its name, type, default and, in the comment beside it, its unit
+and help. ``alexnet train``'s flags are derived from those lines (``settings``), and YAML recipes, config
+files and ``--set`` are checked against them, so adding a setting touches nothing else."""
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
 import typing
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -13,6 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from alexnet.errors import InputError
+from alexnet.runtime import PRECISIONS
 from alexnet.tta import TTA_MODES
 
 DEFAULT_RECIPE = "fashion-mnist"
@@ -23,21 +30,21 @@ class TrainConfig:
     """Everything a run needs; ``asdict`` of it is stored in every checkpoint and run directory."""
 
     # what to train, on what
-    model: str = "alexnet_cifar"
-    data: str = "fashion-mnist"
+    model: str = "alexnet_cifar"  # registered architecture (alexnet models)
+    data: str = "fashion-mnist"  # dataset name or folder:PATH (alexnet data)
     root: str | None = None  # dataset root; None: $ALEXNET_DATA or ~/.cache/alexnet/data
     image_size: int | None = None  # model input side, px; None: the model's default (small-image models: the data's)
     in_channels: int | None = None  # model input channels; None: the data's (1 for the MNIST family)
-    hidden: tuple[int, ...] | None = None  # classifier hidden widths; None: the model's default
-    dropout: float = 0.5
+    hidden: tuple[int, ...] | None = None  # classifier hidden widths such as 4096,1024; None: the model's default
+    dropout: float = 0.5  # probability, in the classifier
     whiten: bool = False  # first conv's weights = whitening basis of training patches, then fixed (airbench)
     whiten_bias_epochs: float = 3.0  # with whiten: epochs the first conv's bias trains before it is fixed too
     whiten_eps: float = 5e-4  # with whiten: added to each eigenvalue (normalised pixels²); caps the gain on weak ones
     bn_momentum: float = 0.1  # BatchNorm running-statistics momentum (torch convention: weight of the new batch)
-    bn_eps: float = 1e-5
+    bn_eps: float = 1e-5  # BatchNorm's epsilon, added to the variance
     bn_scale: bool = True  # train BatchNorm's scale; False keeps it at 1 (only the shift learns)
     model_options: dict[str, Any] = field(default_factory=dict)  # extra builder keywords (widths, towers, init)
-    train_fraction: float = 1.0
+    train_fraction: float = 1.0  # stratified fraction of the training images kept (after validation is held out)
     val_fraction: float = 0.1  # held out of the training images for validation and best.ckpt
     storage_size: int = 256  # px, decoded image-folder cache
     # fine-tuning
@@ -46,48 +53,54 @@ class TrainConfig:
     head_epochs: int = 0  # two-stage: train only the new head for this many epochs, then everything
     backbone_lr_scale: float = 1.0  # learning rate of the pretrained weights, as a fraction of lr
     # augmentation
-    crop: Literal["pad", "resized", "none"] = "pad"
+    crop: Literal["pad", "resized", "none"] = "pad"  # random training crop: padded shift, resized area, or none
     padding: int = 0  # px, at the stored size
     padding_mode: Literal["zeros", "reflect"] = "zeros"  # what "pad" crops see beyond the edge
-    flip: bool = True
+    flip: bool = True  # random horizontal mirror
     alternate_flips: bool = False  # each image's mirror drawn once, then inverted every other epoch (airbench)
     lighting: float = 0.0  # PCA lighting sigma (the paper: 0.1)
     scale_min: float = 0.08  # smallest area fraction for crop="resized"
     # optimisation
-    epochs: int = 10
+    epochs: int = 10  # passes over the training set
     batch_size: int = 256  # per process
     lr: float = 0.05  # peak learning rate
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # the update rule
+    momentum: float = 0.9  # SGD momentum (AdamW: beta1)
+    nesterov: bool = True  # Nesterov momentum (SGD)
+    weight_decay: float = 5e-4  # L2 penalty per step, decoupled for AdamW
     decay_norms_and_biases: bool = False  # False spares BatchNorm and bias parameters from weight decay
     bias_lr_scale: float = 1.0  # lr multiplier of biases and norm shifts; their decay per step stays the same
-    schedule: Literal["onecycle", "cosine", "linear", "step", "plateau", "constant"] = "onecycle"
+    schedule: Literal["onecycle", "cosine", "linear", "step", "plateau", "constant"] = "onecycle"  # lr over time
     warmup_epochs: float = 1.0  # linear warm-up (onecycle, cosine, linear, step)
     warmup_start: float = 0.04  # lr at step 0, as a fraction of the peak
     final_lr: float = 0.0  # "linear": lr at the last step, as a fraction of the peak
     step_epochs: int = 30  # "step": multiply by step_gamma every step_epochs
-    step_gamma: float = 0.1
+    step_gamma: float = 0.1  # "step": the factor
     plateau_patience: int = 3  # "plateau" (the paper's schedule): divide by 10 after this many flat epochs
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # probability mass spread over the other classes
     grad_clip: float = 0.0  # max gradient norm; 0 turns clipping off
     ema_decay: float = 0.0  # exponential moving average of weights, e.g. 0.999; 0 turns it off
     lookahead: float = 0.0  # per-step decay of lookahead's slow weights, e.g. 0.95; 0 turns it off
     lookahead_steps: int = 5  # fast steps between lookahead syncs
     early_stopping: int = 0  # epochs without val_acc improvement before stopping; 0 turns it off
     # execution
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    channels_last: bool = True
-    compile: bool = False
-    seed: int = 0
+    precision: Literal[*PRECISIONS] = "auto"  # auto: bf16 where this machine does bf16 fast, else fp32
+    channels_last: bool = True  # NHWC memory layout (faster convolutions on CPUs and tensor cores)
+    compile: bool = False  # torch.compile the model (slower start, faster steps)
+    seed: int = 0  # of the splits, the initial weights and every epoch's randomness (alexnet.seeding)
     devices: int = 1  # processes (CPU) or GPUs per node; torchrun and SLURM set it themselves
-    num_nodes: int = 1
+    num_nodes: int = 1  # machines (SLURM; torchrun sets it itself)
     sync_batchnorm: bool = True  # BatchNorm statistics over the global batch when several processes train
     scale_lr: bool = False  # multiply lr by the number of processes (linear scaling with the global batch)
     dist_timeout_s: float = 120.0  # how long a process waits on a collective before the job fails
     tta: Literal[*TTA_MODES] = "none"  # test-time augmentation of the final test
     recipe: str | None = None  # the recipe these settings started from (informational)
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "devices", "num_nodes", "lookahead_steps", "image_size", "in_channels"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InputError(f"{name} must be at least 1, not {value}")
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes``; unknown names or wrongly typed values raise ``InputError``."""
@@ -113,12 +126,13 @@ def _coerce(spec: dataclasses.Field, value: Any) -> Any:
     if choices is not None and value not in choices:
         raise InputError(f"{spec.name} must be one of {', '.join(choices)}, not {value!r}")
     if spec.name == "hidden" and value is not None:
-        if isinstance(value, str):
-            value = [part for part in value.split(",") if part.strip()]
-        try:
-            return tuple(int(v) for v in value)
-        except (TypeError, ValueError):
-            raise InputError(f"hidden must be widths such as 4096,1024, not {value!r}") from None
+        return parse_widths(value)
+    if isinstance(spec.default_factory(), dict) if spec.default_factory is not dataclasses.MISSING else False:
+        if isinstance(value, str):  # from a flag: YAML, e.g. "{widths: [64, 256, 256]}"
+            value = _yaml_value(value, spec.name)
+        if not isinstance(value, dict):
+            raise InputError(f"{spec.name} must be a mapping such as {{towers: 1}}, not {value!r}")
+        return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise InputError(f"{spec.name} must be true or false, not {value!r}")
@@ -131,19 +145,82 @@ def _coerce(spec: dataclasses.Field, value: Any) -> Any:
     return value
 
 
+def parse_widths(value: str | Sequence[int], what: str = "hidden") -> tuple[int, ...]:
+    """Layer widths from ``"4096,1024"`` or a sequence of ints; anything else, or a width below 1, raises
+    ``InputError``."""
+    parts = [p for p in value.split(",") if p.strip()] if isinstance(value, str) else value
+    try:
+        widths = tuple(int(p) for p in parts)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be widths such as 4096,1024, not {value!r}") from None
+    if any(w <= 0 for w in widths):
+        raise InputError(f"{what} widths must be positive, not {value!r}")
+    return widths
+
+
+def _yaml_value(text: str, name: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise InputError(f"{name}: {text!r} is not valid YAML") from None
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One ``TrainConfig`` field as the command line shows it."""
+
+    name: str
+    kind: type  # bool, int, float or str (text that the field's type reads: choices, widths, YAML)
+    help: str
+    section: str
+    choices: tuple[str, ...] | None
+
+
+def settings() -> list[Setting]:
+    """Every setting, in ``TrainConfig``'s order, with the help and section comments written beside it."""
+    comments = _field_comments()
+    hints = typing.get_type_hints(TrainConfig)
+    found = []
+    for spec in fields(TrainConfig):
+        hint = hints[spec.name]
+        options = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+        kind = options[0] if len(options) == 1 and options[0] in (bool, int, float) else str
+        section, text = comments.get(spec.name, ("", ""))
+        found.append(Setting(spec.name, kind, text, section, _choices(spec.name)))
+    return found
+
+
+def _field_comments() -> dict[str, tuple[str, str]]:
+    """name -> (section, help) from ``TrainConfig``'s source: a field's trailing comment is its help, the
+    comment line above a group of fields names their section. Empty where the source is not shipped."""
+    try:
+        lines = inspect.getsource(TrainConfig).splitlines()
+    except (OSError, TypeError):
+        return {}
+    section, found = "", {}
+    for line in lines:
+        if line.startswith("    def "):
+            break
+        if line.startswith("    # "):
+            section = line.strip()[2:]
+        elif match := re.match(r"    (\w+): [^#]*?(?:#\s*(.*))?$", line):
+            found[match[1]] = (section, match[2] or "")
+    return found
+
+
 def parse_settings(pairs: Sequence[str]) -> dict[str, Any]:
     """``KEY=VALUE`` strings (``--set``) as settings: VALUE is read as YAML (``0.95``, ``true``, ``[64, 256]``),
     KEY may use dashes; ``TrainConfig.replace`` checks both."""
-    settings = {}
+    found = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise InputError(f"--set takes KEY=VALUE, not {pair!r}")
         try:
-            settings[key.strip().replace("-", "_")] = yaml.safe_load(value)
+            found[key.strip().replace("-", "_")] = yaml.safe_load(value)
         except yaml.YAMLError:
             raise InputError(f"--set {pair!r}: the value is not valid YAML") from None
-    return settings
+    return found
 
 
 def recipe_names() -> list[str]:

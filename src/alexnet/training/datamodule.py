@@ -8,6 +8,7 @@ import torch
 from alexnet.data.augment import Preprocess
 from alexnet.data.device_loader import BatchLoader
 from alexnet.data.imageset import Dataset
+from alexnet.seeding import MIRRORS, epoch_seed
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -71,14 +72,14 @@ class ImageDataModule(pl.LightningDataModule):
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         if self._generator is None or self._generator_epoch != epoch:
             rank, _ = self._rank()
-            self._generator = torch.Generator(device=device).manual_seed((self.seed * 1_000_003 + epoch) * 4099 + rank)
+            self._generator = torch.Generator(device=device).manual_seed(epoch_seed(self.seed, epoch, rank=rank))
             self._generator_epoch = epoch
         return self._generator
 
     def mirrored(self, indices: torch.Tensor, epoch: int) -> torch.Tensor:
         """Which of the training samples ``indices`` are mirrored in ``epoch`` under alternating flips."""
         if self._first_flips is None:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + 7919)
+            generator = torch.Generator().manual_seed(epoch_seed(self.seed, 0, stream=MIRRORS))
             self._first_flips = torch.rand(len(self.dataset.train), generator=generator) < 0.5
         return self._first_flips.to(indices.device)[indices] ^ bool(epoch % 2)
 

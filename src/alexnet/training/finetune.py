@@ -12,24 +12,24 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from alexnet.pretrained import Transfer
+from alexnet.models.weights import Loaded
 
 
 @dataclass(frozen=True)
-class FreezePlan:
-    head: frozenset[str]  # parameter names left fresh by the transfer
+class FreezeSchedule:
+    head: frozenset[str]  # parameter names left fresh by the pretrained weights
     always_frozen: frozenset[str]
     head_epochs: int = 0
 
     @classmethod
-    def build(cls, transfer: Transfer, freeze: str, head_epochs: int) -> FreezePlan:
+    def build(cls, loaded: Loaded, freeze: str, head_epochs: int) -> FreezeSchedule:
         if freeze == "features":
-            frozen = {n for n in transfer.loaded if n.startswith("features.")}
+            frozen = {n for n in loaded.loaded if n.startswith("features.")}
         elif freeze == "all-but-head":
-            frozen = set(transfer.loaded)
+            frozen = set(loaded.loaded)
         else:
             frozen = set()
-        return cls(frozenset(transfer.fresh), frozenset(frozen), head_epochs)
+        return cls(frozenset(loaded.fresh), frozenset(frozen), head_epochs)
 
     def trainable(self, name: str, epoch: int) -> bool:
         if epoch < self.head_epochs:
@@ -37,7 +37,7 @@ class FreezePlan:
         return name not in self.always_frozen
 
 
-def apply_freeze(model: nn.Module, plan: FreezePlan, epoch: int) -> None:
+def apply_freeze(model: nn.Module, plan: FreezeSchedule, epoch: int) -> None:
     """Set ``requires_grad`` for ``epoch`` and put fully frozen BatchNorm layers in eval mode."""
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(plan.trainable(name, epoch))

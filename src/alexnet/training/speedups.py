@@ -8,8 +8,8 @@ from torch import nn
 
 
 def first_conv(model: nn.Module) -> nn.Conv2d:
-    """The convolution that sees the images: the first ``Conv2d`` in forward order."""
-    return next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    """The convolution that sees the images, as the model's plan declares it (``ConvNet.first_conv_name``)."""
+    return model.get_submodule(model.first_conv_name)
 
 
 def whitening_filters(

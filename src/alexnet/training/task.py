@@ -11,8 +11,8 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from alexnet.inference import average_views
-from alexnet.pretrained import Transfer
-from alexnet.training.finetune import FreezePlan, apply_freeze, freeze_norms
+from alexnet.models.weights import Loaded
+from alexnet.training.finetune import FreezeSchedule, apply_freeze, freeze_norms
 from alexnet.training.optim import build_optimizer, build_scheduler
 from alexnet.training.speedups import Lookahead, first_conv
 
@@ -29,12 +29,12 @@ class ClassificationTask(pl.LightningModule):
     """
 
     def __init__(
-        self, model: nn.Module, config, classes: tuple[str, ...], steps_per_epoch: int, transfer: Transfer | None = None
+        self, model: nn.Module, config, classes: tuple[str, ...], steps_per_epoch: int, loaded: Loaded | None = None
     ) -> None:
         super().__init__()
         self.model = model
-        self.transfer = transfer
-        self.freeze = FreezePlan.build(transfer, config.freeze, config.head_epochs) if transfer is not None else None
+        self.loaded = loaded
+        self.freeze = FreezeSchedule.build(loaded, config.freeze, config.head_epochs) if loaded is not None else None
         if self.freeze is not None:
             apply_freeze(model, self.freeze, epoch=0)
         self.config = config
@@ -148,7 +148,7 @@ class ClassificationTask(pl.LightningModule):
             self.lookahead.load_state_dict(checkpoint.get("lookahead", {}))
 
     def configure_optimizers(self):
-        scaled = self.transfer.loaded if self.transfer is not None else ()
+        scaled = self.loaded.loaded if self.loaded is not None else ()
         exclude = self.freeze.always_frozen if self.freeze is not None else ()
         optimizer = build_optimizer(self.model, self.config, scaled=scaled, exclude=exclude)
         return {"optimizer": optimizer, "lr_scheduler": build_scheduler(optimizer, self.config, self.steps_per_epoch)}

@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from alexnet.atomic import atomic_path
-from alexnet.runtime import cpu_supports_bf16
+from alexnet.runtime import resolve_precision
 from alexnet.training.callbacks import EpochMetrics, GracefulStop, ImagesPerSecondBar, ReseedEachEpoch
 from alexnet.training.distributed import Layout, build_strategy
 
@@ -33,19 +33,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
 
 
-def resolve_precision(precision: str, accelerator: str) -> str:
-    """Lightning's precision string for ``auto``/``fp32``/``bf16``.
-
-    ``auto`` is bf16 autocast where bf16 is fast (a CPU with AVX512-BF16 or AMX, measured ~5x fp32 matmul
-    here; a GPU that supports it), else fp32.
-    """
-    if precision == "fp32":
-        return "32-true"
-    if precision == "bf16":
-        return "bf16-mixed"
-    if accelerator == "gpu":
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
-    return "bf16-mixed" if cpu_supports_bf16() else "32-true"
+def lightning_precision(precision: str, accelerator: str) -> str:
+    """Lightning's precision string for ``auto``/``fp32``/``bf16`` (``runtime.resolve_precision`` decides):
+    bf16 trains under autocast, with fp32 master weights."""
+    resolved = resolve_precision(precision, "cuda" if accelerator == "gpu" else "cpu")
+    return "bf16-mixed" if resolved == "bf16" else "32-true"
 
 
 def _is_terminal(stream) -> bool:
@@ -99,7 +91,7 @@ def build_trainer(
         strategy=build_strategy(layout, accelerator, config.dist_timeout_s),
         # torch's SyncBatchNorm runs on GPUs only: on CPUs each process normalises over its own batch.
         sync_batchnorm=layout.world_size > 1 and config.sync_batchnorm and accelerator == "gpu",
-        precision=resolve_precision(config.precision, accelerator),
+        precision=lightning_precision(config.precision, accelerator),
         max_epochs=config.epochs,
         callbacks=callbacks,
         logger=TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False),

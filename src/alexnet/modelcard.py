@@ -1,0 +1,107 @@
+"""The model card, ``model.json``: what a trained model is and how to feed it. This module alone writes and
+reads it (``ModelCard.write`` / ``ModelCard.read``); training writes it, everything else reads it.
+
+A card names the registered architecture and its builder keywords, the classes in output order, the
+preprocessing the weights were trained under, and the data and split settings of the run (so that
+``alexnet evaluate`` finds the same validation split without the training code). Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alexnet.atomic import write_text
+from alexnet.errors import InputError
+
+FORMAT_VERSION = 2  # 1: "data" was the dataset's name alone, without its split settings
+FILE_NAME = "model.json"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How images reach the model: stored at ``storage_size``, centre-cropped (or padded) to ``image_size``,
+    normalised with ``mean``/``std`` per channel."""
+
+    image_size: int  # model input side, px
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    storage_size: int  # side images are stored at before the crop, px (decoded files too)
+    padding: int = 0  # px of zero padding training crops saw; evaluation pads and centre-crops the same way
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The dataset and split settings of the run that trained the model."""
+
+    name: str  # as --data takes it: cifar10, fashion-mnist, folder:PATH, ...
+    root: str | None = None
+    train_fraction: float = 1.0
+    val_fraction: float = 0.0
+    seed: int = 0  # of the splits
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything but the weights: enough to rebuild the model and feed it on another machine."""
+
+    model: str  # registered architecture name
+    model_kwargs: dict[str, Any]  # its builder's keywords (num_classes, in_channels, hidden, ...)
+    classes: tuple[str, ...]  # names in output order
+    preprocess: InputSpec
+    data: DataSpec | None = None  # None for a model shipped without its run
+    test_top1: float | None = None  # filled in when training ends
+    extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as they were
+
+    def write(self, folder: Path) -> Path:
+        """Write ``folder/model.json`` atomically; returns its path."""
+        document = {"format_version": FORMAT_VERSION, **self.extra, **asdict(self)}
+        del document["extra"]
+        path = Path(folder) / FILE_NAME
+        write_text(path, json.dumps(document, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, folder: Path) -> ModelCard:
+        """The card in ``folder``; a missing, malformed or incomplete file raises ``InputError`` naming it."""
+        path = Path(folder) / FILE_NAME
+        try:
+            document = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise InputError(f"{folder}: no {FILE_NAME} (not a run or model directory)") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise InputError(f"{path}: cannot be read ({error})") from None
+        except json.JSONDecodeError as error:
+            raise InputError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
+        if not isinstance(document, dict):
+            raise InputError(f"{path}: expected a JSON object, found {type(document).__name__}")
+        version = document.pop("format_version", 1)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise InputError(f"{path}: format_version {version!r} is newer than this alexnet reads ({FORMAT_VERSION})")
+        for key in ("model", "model_kwargs", "classes", "preprocess"):
+            if key not in document:
+                raise InputError(f"{path}: missing {key!r}")
+        try:
+            data = document.pop("data", None)
+            if isinstance(data, str):  # format 1
+                data = {"name": data}
+            p = document.pop("preprocess")
+            preprocess = InputSpec(
+                image_size=int(p["image_size"]), channels=int(p["channels"]),
+                mean=tuple(float(m) for m in p["mean"]), std=tuple(float(s) for s in p["std"]),
+                storage_size=int(p.get("storage_size", p["image_size"])), padding=int(p.get("padding", 0)),
+            )  # fmt: skip
+            return cls(
+                model=str(document.pop("model")),
+                model_kwargs=dict(document.pop("model_kwargs")),
+                classes=tuple(str(c) for c in document.pop("classes")),
+                preprocess=preprocess,
+                data=DataSpec(**data) if data is not None else None,
+                test_top1=document.pop("test_top1", None),
+                extra=document,
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise InputError(f"{path}: malformed ({type(error).__name__}: {error})") from None

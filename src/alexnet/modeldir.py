@@ -1,0 +1,81 @@
+"""Weight files: a model directory (``model.safetensors`` + the model card ``model.json``), loadable on another
+machine without pickle and without any training state, and the state dicts of ``.pth``, ``.ckpt`` and
+``.safetensors`` files, always read without running pickled code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from alexnet.atomic import atomic_path
+from alexnet.errors import InputError
+from alexnet.modelcard import FORMAT_VERSION, ModelCard
+
+WEIGHTS_FILE = "model.safetensors"
+
+
+def save_model_dir(model: nn.Module, folder: Path, card: ModelCard) -> None:
+    """Write ``model.safetensors`` (the plain module's state_dict) and ``model.json`` (``card``) into
+    ``folder``, each atomically."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(Path(folder) / WEIGHTS_FILE) as temporary:
+        save_file(state, str(temporary), metadata={"format": "alexnet", "version": str(FORMAT_VERSION)})
+    card.write(folder)
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file; a missing or malformed file raises ``InputError``."""
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        hint = ""
+        run = path.parent
+        if path.name == WEIGHTS_FILE and (run / "checkpoints" / "last.ckpt").exists():
+            # a run that has not finished (or was stopped)
+            hint = f" yet (the run has not finished); use {run / 'checkpoints' / 'last.ckpt'}"
+        raise InputError(f"{run}: no {path.name}{hint}") from None
+    except SafetensorError as error:
+        raise InputError(f"{path}: not a safetensors file ({error})") from None
+
+
+def read_torch_weights(path: Path, *, what: str = "weights file") -> dict[str, torch.Tensor]:
+    """A state_dict from a torch file, read with ``weights_only=True``: a plain mapping of names to tensors
+    (torchvision's ``.pth``) or a Lightning checkpoint, whose model weights are taken (the EMA copy when the
+    run kept one, without its ``ema.module.`` / ``model.`` prefix). Anything else raises ``InputError``."""
+    import pickle
+
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
+        raise InputError(f"{path}: not a readable {what} ({str(error).splitlines()[0][:120]})") from None
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        state = loaded["state_dict"]
+        for prefix in ("ema.module.", "model."):
+            picked = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            if picked:
+                return picked
+        raise InputError(f"{path}: the checkpoint holds no model weights (keys model.* or ema.module.*)")
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise InputError(f"{path}: holds no state_dict (a mapping of names to tensors)")
+    return loaded
+
+
+def model_from_card(card: ModelCard, state: dict[str, torch.Tensor], source: Path | str) -> nn.Module:
+    """The registered model ``card`` names, with ``state`` loaded (every key must fit); in eval mode."""
+    from alexnet.models import get_model
+    from alexnet.models.weights import load_weights
+
+    model = get_model(card.model, **card.model_kwargs)
+    load_weights(model, state, str(source))
+    return model.eval()
+
+
+def load_model_dir(folder: Path) -> tuple[nn.Module, ModelCard]:
+    """(model in eval mode, card) from ``model.safetensors`` + ``model.json``; keys and shapes must match."""
+    card = ModelCard.read(folder)
+    path = Path(folder) / WEIGHTS_FILE
+    return model_from_card(card, read_safetensors(path), path), card

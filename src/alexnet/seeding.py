@@ -1,0 +1,21 @@
+"""The seeding policy: every random stream of a run derives its seed from the run's seed here, and only here.
+
+A stream's seed depends on (seed, epoch, rank) alone, so an epoch's batch order, augmentations and dropout
+masks are the same whether or not the run was interrupted before it. The streams:
+
+- batch order: ``epoch_seed(seed, epoch)``, shared by every process (each then takes its own shard);
+- training views (crops, flips, lighting): ``epoch_seed(seed, epoch, rank=rank)``;
+- torch's global generator (dropout): ``epoch_seed(seed, epoch, rank=rank, stream=GLOBAL)``;
+- alternating flips' mirrors, drawn once per run: ``epoch_seed(seed, 0, stream=MIRRORS)``.
+"""
+
+from __future__ import annotations
+
+GLOBAL = 17
+MIRRORS = 7919
+
+
+def epoch_seed(seed: int, epoch: int, *, rank: int | None = None, stream: int = 0) -> int:
+    """The seed of one epoch's stream; ``rank`` None for a stream every process shares."""
+    base = seed * 1_000_003 + epoch
+    return (base if rank is None else base * 4099 + rank) + stream

@@ -1,0 +1,71 @@
+import json
+
+import pytest
+
+from alexnet.errors import InputError
+from alexnet.modelcard import FORMAT_VERSION, DataSpec, InputSpec, ModelCard
+
+CARD = ModelCard(
+    model="alexnet_cifar",
+    model_kwargs={"num_classes": 2, "in_channels": 1, "hidden": [16]},
+    classes=("cat", "dog"),
+    preprocess=InputSpec(image_size=28, channels=1, mean=(0.5,), std=(0.25,), storage_size=32, padding=2),
+    data=DataSpec("folder:pets", "/data", train_fraction=0.5, val_fraction=0.1, seed=3),
+)
+
+
+def test_a_card_round_trips_through_model_json(tmp_path):
+    CARD.write(tmp_path)
+    assert ModelCard.read(tmp_path) == CARD
+    document = json.loads((tmp_path / "model.json").read_text())
+    assert document["format_version"] == FORMAT_VERSION and document["data"]["val_fraction"] == 0.1
+
+
+def test_format_1_files_still_read(tmp_path):
+    (tmp_path / "model.json").write_text(
+        json.dumps(
+            {
+                "format_version": 1,
+                "model": "alexnet",
+                "model_kwargs": {"num_classes": 2},
+                "classes": ["a", "b"],
+                "preprocess": {"image_size": 224, "channels": 3, "mean": [0.4] * 3, "std": [0.2] * 3},
+                "data": "cifar10",
+                "test_top1": 0.5,
+            }
+        )  # fmt: skip
+    )
+    card = ModelCard.read(tmp_path)
+    assert card.data == DataSpec("cifar10") and card.preprocess.storage_size == 224 and card.test_top1 == 0.5
+
+
+def test_unknown_keys_are_kept_when_the_card_is_written_again(tmp_path):
+    CARD.write(tmp_path)
+    document = json.loads((tmp_path / "model.json").read_text())
+    (tmp_path / "model.json").write_text(json.dumps({**document, "license": "CC-BY"}))
+    ModelCard.read(tmp_path).write(tmp_path / ".")
+    assert json.loads((tmp_path / "model.json").read_text())["license"] == "CC-BY"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{", "model.json: not valid JSON"),
+        ("[]", "model.json: expected a JSON object, found list"),
+        ('{"model": "alexnet"}', "model.json: missing 'model_kwargs'"),
+        (json.dumps({"format_version": 99}), "format_version 99 is newer"),
+        (
+            json.dumps({"model": "a", "model_kwargs": {}, "classes": [], "preprocess": {"channels": 1}}),
+            "model.json: malformed",
+        ),
+    ],
+)
+def test_bad_cards_are_one_line_input_errors(tmp_path, text, message):
+    (tmp_path / "model.json").write_text(text)
+    with pytest.raises(InputError, match=message):
+        ModelCard.read(tmp_path)
+
+
+def test_no_card_names_the_folder(tmp_path):
+    with pytest.raises(InputError, match=f"{tmp_path}: no model.json"):
+        ModelCard.read(tmp_path)
