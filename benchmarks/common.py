@@ -1,12 +1,17 @@
-"""Shared timing helpers for the benchmarks: warm up, repeat, report mean ± std as one JSON line."""
+"""Shared helpers for the benchmarks: warm up, repeat, report mean ± std as one JSON line; the machine's
+matmul peaks; ``--quick`` (a few steps on tiny data, run by CI so that no benchmark can silently rot)."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import pickle
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from alexnet.runtime import device_name
@@ -17,8 +22,35 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+QUICK = False  # set by parse_args(--quick): one warm-up and two repeats at most, small peaks
+
+
+def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """``parser``'s arguments plus ``--quick``, which every benchmark takes."""
+    global QUICK
+    parser.add_argument("--quick", action="store_true", help="a few steps on tiny data: checks that it runs (CI)")
+    args = parser.parse_args()
+    QUICK = args.quick
+    return args
+
+
+def write_tiny_cifar(root: Path, rows: int = 64) -> Path:
+    """Random images in the official CIFAR-10 python format (five training batches and a test batch) under
+    ``root/cifar-10-batches-py``; returns ``root``."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"data": rng.integers(0, 256, (rows, 3072), dtype=np.uint8), "labels": [i % 10 for i in range(rows)]}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    return root
+
+
 def measure(step: Callable[[], object], *, items: int, device: str = "cpu", warmup: int = 2, repeats: int = 5):
     """Items per second of ``step`` (which handles ``items`` items): a list, one value per repeat."""
+    if QUICK:
+        warmup, repeats = min(warmup, 1), min(repeats, 2)
     for _ in range(warmup):
         step()
     _sync(device)
@@ -40,9 +72,10 @@ def matmul_peak_flops(dtype: torch.dtype, n: int = 4096) -> float:
 
 def report_peaks() -> float:
     """Print the bf16 and fp32 matmul peaks (machines of our kind differ by 1.5x and more); returns bf16's."""
-    peak = matmul_peak_flops(torch.bfloat16)
-    report("bf16 matmul peak (4096^3)", [peak / 1e9], unit="GFLOP/s")
-    report("fp32 matmul peak (4096^3)", [matmul_peak_flops(torch.float32) / 1e9], unit="GFLOP/s")
+    n = 256 if QUICK else 4096
+    peak = matmul_peak_flops(torch.bfloat16, n)
+    report(f"bf16 matmul peak ({n}^3)", [peak / 1e9], unit="GFLOP/s")
+    report(f"fp32 matmul peak ({n}^3)", [matmul_peak_flops(torch.float32, n) / 1e9], unit="GFLOP/s")
     return peak
 
 

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from common import report
+from common import parse_args, report, report_peaks, write_tiny_cifar
 
 
 def _allreduce(rank: int, world: int, numel: int, repeats: int, port: int, out: str) -> None:
@@ -52,9 +52,9 @@ def allreduce_seconds(world: int, numel: int, repeats: int = 5) -> list[float]:
         return json.loads(Path(out).read_text())
 
 
-def train_rate(devices: int, tmp: Path) -> float:
+def train_rate(devices: int, tmp: Path, data: list[str]) -> float:
     out = tmp / f"run-{devices}"
-    cmd = [sys.executable, "-m", "alexnet", "train", "--train-fraction", "0.2", "--epochs", "1",
+    cmd = [sys.executable, "-m", "alexnet", "train", *data, "--epochs", "1",
            "--devices", str(devices), "--batch-size", str(256 // devices), "--out", str(out)]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads((out / "report.json").read_text())["images_per_s"]
@@ -65,8 +65,11 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--params", type=int, default=61_100_840)
     parser.add_argument("--train", action="store_true")
-    args = parser.parse_args()
-    times = allreduce_seconds(args.processes, args.params)
+    args = parse_args(parser)
+    if args.quick:  # a small all-reduce, and one epoch of a tiny CIFAR-10 with 1 and 2 processes
+        args.params, args.train = 100_000, True
+    report_peaks()
+    times = allreduce_seconds(args.processes, args.params, repeats=2 if args.quick else 5)
     mib = args.params * 4 / 2**20
     report(
         f"gloo all-reduce of {args.params:,} float32 gradients ({mib:.0f} MiB), {args.processes} processes, loopback",
@@ -76,9 +79,13 @@ def main() -> None:
     )  # fmt: skip
     if args.train:
         with tempfile.TemporaryDirectory() as tmp:
-            one = train_rate(1, Path(tmp))
+            data = ["--train-fraction", "0.2"]  # of Fashion-MNIST, the default recipe's data
+            if args.quick:
+                root = write_tiny_cifar(Path(tmp) / "data", rows=256)
+                data = ["--data", "cifar10", "--root", str(root), "--val-fraction", "0"]
+            one = train_rate(1, Path(tmp), data)
             report("alexnet train, 1 process x all cores, global batch 256", [one])
-            many = train_rate(args.processes, Path(tmp))
+            many = train_rate(args.processes, Path(tmp), data)
             report(f"alexnet train, {args.processes} processes x 1 thread, global batch 256", [many])
 
 

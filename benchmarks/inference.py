@@ -23,7 +23,7 @@ from alexnet.inference import average_views
 from alexnet.models import get_model
 from alexnet.runtime import tune_allocator
 
-from common import measure, report
+from common import measure, parse_args, report, report_peaks
 
 
 def _runner(name: str, size: int, batch: int, mode: str, device: str):
@@ -56,8 +56,11 @@ def main() -> None:
     parser.add_argument("--modes", default="fp32,bf16,bf16-autocast,fp32-compiled,bf16-compiled")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    args = parse_args(parser)
+    if args.quick:
+        args.cases, args.batches, args.modes, args.repeats = "alexnet_cifar:32", "1,8", "fp32,bf16", 1
     tune_allocator()
+    report_peaks()
     for case in args.cases.split(","):
         name, size = case.split(":")
         size = int(size)

@@ -27,7 +27,7 @@ from alexnet.data import BatchLoader, ImageSet, Preprocess, load_splits
 from alexnet.data.folder import load_folder
 from alexnet.runtime import tune_allocator
 
-from common import measure, report
+from common import measure, parse_args, report, report_peaks, write_tiny_cifar
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -72,60 +72,54 @@ def _cifar(shared: Path | None) -> ImageSet:
     return ImageSet(images, rng.integers(0, 10, 5000), tuple(map(str, range(10))))
 
 
-def _write_cifar10_full(folder: Path) -> None:
-    import pickle
-
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        payload = {
-            b"data": rng.integers(0, 256, (10_000, 3072), dtype=np.uint8),
-            b"labels": [i % 10 for i in range(10_000)],
-        }
-        (folder / name).write_bytes(pickle.dumps(payload, protocol=2))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
-    args = parser.parse_args()
+    args = parse_args(parser)
     device = args.device
     tune_allocator()  # as the CLI does
+    report_peaks()
+    # --quick: synthetic data, small batches, a few photos and a tiny CIFAR-10 for the memory probe.
+    small_batch, large_batch, photos_per_class = (16, 8, 4) if args.quick else (256, 128, 80)
 
-    cifar = _cifar(args.shared)
-    small = report("training alexnet_cifar 32px bf16 (bare step)", _training_rate("alexnet_cifar", 32, 256, device))
-    large = report("training alexnet 224px bf16 (bare step)", _training_rate("alexnet", 224, 128, device))
+    cifar = _cifar(None if args.quick else args.shared)
+    small = report(
+        "training alexnet_cifar 32px bf16 (bare step)", _training_rate("alexnet_cifar", 32, small_batch, device)
+    )
+    large = report("training alexnet 224px bf16 (bare step)", _training_rate("alexnet", 224, large_batch, device))
 
     def feed(name: str, rates: list[float], trained: dict) -> None:
         report(name, rates, device=device, x_training=round(statistics.fmean(rates) / trained["mean"], 1))
 
     at32 = Preprocess(image_size=32, channels=3, mean=CIFAR_MEAN, std=CIFAR_STD, padding=4)
-    feed("pipeline cifar 32px (pad-4 crop, flip, normalise)", _epoch_rate(cifar, at32, 256, device, 19), small)
+    feed("pipeline cifar 32px (pad-4 crop, flip, normalise)", _epoch_rate(cifar, at32, small_batch, device, 19), small)
     at224 = Preprocess(image_size=224, channels=3, mean=CIFAR_MEAN, std=CIFAR_STD, padding=4)
-    feed("pipeline cifar 32->224px (crop, flip, upscale)", _epoch_rate(cifar, at224, 128, device, 8), large)
+    feed("pipeline cifar 32->224px (crop, flip, upscale)", _epoch_rate(cifar, at224, large_batch, device, 8), large)
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "photos"
         rng = np.random.default_rng(0)
         for c in range(5):
             (folder / f"class{c}").mkdir(parents=True)
-            for i in range(80):
+            for i in range(photos_per_class):
                 pixels = rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(folder / f"class{c}" / f"{i}.jpg", quality=90)
         start = time.perf_counter()
         photos = load_folder(folder, Path(tmp) / "cache", storage_size=256, test_fraction=0.1)
         elapsed = time.perf_counter() - start
-        report("folder decode 500x375 JPEG -> 256px cache (once)", [400 / elapsed], workers=os.cpu_count())
+        report(
+            "folder decode 500x375 JPEG -> 256px cache (once)", [5 * photos_per_class / elapsed], workers=os.cpu_count()
+        )
         imagenet = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
         paper = Preprocess(image_size=224, channels=3, lighting=0.1, **imagenet)
         feed(
             "pipeline folder 256->224px (crop, flip, PCA lighting)",
-            _epoch_rate(photos.train, paper, 64, device, 5),
+            _epoch_rate(photos.train, paper, large_batch, device, 5),
             large,
         )
 
-        _write_cifar10_full(Path(tmp) / "cifar-10-batches-py")
+        write_tiny_cifar(Path(tmp), rows=64 if args.quick else 10_000)
         # A fresh process, so that nothing else this benchmark allocated blurs the figure.
         probe = (
             "import json, os, resource, torch; from alexnet.data import load_splits; "
@@ -137,7 +131,7 @@ def main() -> None:
         )
         before, after, raw, peak = json.loads(subprocess.check_output([sys.executable, "-c", probe], text=True))
         report(
-            "cifar10 full (60,000 images) held whole",
+            f"cifar10 {'tiny (384 images)' if args.quick else 'full (60,000 images)'} held whole",
             [after - before],
             unit="MiB resident added by loading",
             raw_mib=round(raw, 1),

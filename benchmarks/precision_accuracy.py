@@ -17,7 +17,7 @@ from alexnet.runtime import tune_allocator
 from alexnet.training.config import resolve_config
 from alexnet.training.run import train
 
-from common import report
+from common import parse_args, report, report_peaks, write_tiny_cifar
 
 
 def main() -> None:
@@ -25,15 +25,18 @@ def main() -> None:
     parser.add_argument("--recipe", default="fashion-mnist")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parse_args(parser)
     configure_logging()
     tune_allocator()
+    report_peaks()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
+        overrides = {"epochs": args.epochs, "seed": args.seed}
+        if args.quick:  # the cifar10 recipe on a tiny CIFAR-10: one step per epoch
+            args.recipe, args.epochs = "cifar10", 1
+            overrides.update(epochs=1, data="cifar10", root=str(write_tiny_cifar(Path(tmp) / "data")))
         for precision in ("bf16", "fp32"):
-            config = resolve_config(
-                recipe=args.recipe, overrides={"epochs": args.epochs, "precision": precision, "seed": args.seed}
-            )
+            config = resolve_config(recipe=args.recipe, overrides={**overrides, "precision": precision})
             outcome = train(config, out=Path(tmp) / precision)
             results[precision] = outcome["test_top1"]
             report(

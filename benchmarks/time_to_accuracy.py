@@ -13,19 +13,16 @@ folder and trains each seed one epoch of one step: it checks that the benchmark 
 from __future__ import annotations
 
 import argparse
-import pickle
 import statistics
 import tempfile
 from pathlib import Path
-
-import numpy as np
 
 from alexnet.cli import configure_logging
 from alexnet.runtime import tune_allocator
 from alexnet.training.config import parse_settings, resolve_config
 from alexnet.training.run import train
 
-from common import report, report_peaks
+from common import parse_args, report, report_peaks, write_tiny_cifar
 
 # Each row undoes one of the cifar10 recipe's speed options (what the engine does without it).
 ABLATIONS: dict[str, dict] = {
@@ -39,18 +36,6 @@ ABLATIONS: dict[str, dict] = {
     "BN shifts at 1x lr (not 64x)": {"bias_lr_scale": 1.0},
     "BN momentum 0.1, scale trained": {"bn_momentum": 0.1, "bn_eps": 1e-5, "bn_scale": True},
 }
-
-
-def write_tiny_cifar(root: Path, rows: int = 64) -> Path:
-    """Random images in the official CIFAR-10 python format (five training batches and a test batch)."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {"data": rng.integers(0, 256, (rows, 3072), dtype=np.uint8), "labels": [i % 10 for i in range(rows)]}
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f)
-    return root
 
 
 def run_seeds(name: str, recipe: str, overrides: dict, seeds: list[int], out: Path) -> dict:
@@ -85,17 +70,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--set", dest="settings", action="append", default=[], help="KEY=VALUE, as `train --set`")
     parser.add_argument("--ablate", action="store_true", help="one run per row of ABLATIONS")
-    parser.add_argument("--quick", action="store_true", help="tiny data, one step per seed: checks that it runs")
-    args = parser.parse_args()
+    args = parse_args(parser)
     configure_logging()
     tune_allocator()
+    report_peaks()
     with tempfile.TemporaryDirectory() as tmp:
         overrides = {"root": args.root, "data": args.data, **parse_settings(args.settings)}
         if args.quick:
             # The batch is clamped to the 288 training images: one step per epoch.
             overrides.update(root=str(write_tiny_cifar(Path(tmp) / "data")), data="cifar10", epochs=1)
-        else:
-            report_peaks()
         overrides = {k: v for k, v in overrides.items() if v is not None}
         rows = ABLATIONS if args.ablate else {"recipe as shipped": {}}
         for name, changes in rows.items():

@@ -26,7 +26,8 @@ from alexnet.runtime import tune_allocator
 from alexnet.training.config import TrainConfig
 from alexnet.training.optim import build_optimizer
 
-from common import measure, report, report_peaks
+import common
+from common import measure, parse_args, report, report_peaks
 
 CASES = {"alexnet": (224, 128), "alexnet_bn": (224, 128), "alexnet_cifar": (32, 256)}
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
@@ -90,14 +91,13 @@ def engine(name: str, size: int, batch: int, steps: int) -> list[float]:
     import lightning.pytorch as pl
 
     from alexnet.data.imageset import Dataset
-    from alexnet.training.datamodule import ImageDataModule
-    from alexnet.training.task import ClassificationTask
-    from alexnet.training.trainer import build_trainer
+    from alexnet.training.run import build_engine, fit, prepare
 
-    repeats = 3
+    repeats = 2 if common.QUICK else 3
     data = _data(batch * (steps + 1) * (repeats + 1))
-    config = TrainConfig(model=name, epochs=repeats + 1, batch_size=batch, lr=0.01, precision="bf16")
-    per_epoch = len(data) // batch
+    config = TrainConfig(
+        model=name, epochs=repeats + 1, batch_size=batch, lr=0.01, precision="bf16", image_size=size, padding=4
+    )
     rates: list[float] = []
 
     class Clock(pl.Callback):
@@ -112,15 +112,12 @@ def engine(name: str, size: int, batch: int, steps: int) -> list[float]:
                 rates.append(batch * steps / (time.perf_counter() - self.start))
 
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = build_trainer(config, Path(tmp), has_validation=False, steps_per_epoch=per_epoch,
-                                extra_callbacks=[Clock()])  # fmt: skip
-        trainer.fit_loop.epoch_loop.max_steps = -1
-        trainer.limit_train_batches = steps + 1
-        model = get_model(name, num_classes=10).to(memory_format=torch.channels_last)
-        task = ClassificationTask(model, config, data.classes, per_epoch)
-        prep = Preprocess(image_size=size, channels=3, mean=MEAN, std=STD, padding=4)
-        module = ImageDataModule(Dataset("synthetic", data, None), prep, batch_size=batch, seed=0)
-        trainer.fit(task, datamodule=module)
+        # The steps `alexnet train` runs, on data in memory.
+        run = prepare(config, out=Path(tmp) / "run", dataset=Dataset("synthetic", data, None))
+        engine = build_engine(run, callbacks=[Clock()])
+        engine.trainer.fit_loop.epoch_loop.max_steps = -1
+        engine.trainer.limit_train_batches = steps + 1
+        fit(run, engine)
     return rates
 
 
@@ -128,11 +125,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", default=",".join(CASES))
     parser.add_argument("--steps", type=int, default=8)
-    args = parser.parse_args()
+    args = parse_args(parser)
+    if args.quick:
+        args.models, args.steps = "alexnet_cifar", 2
     tune_allocator()  # as the CLI does
     peak = report_peaks()
     for name in args.models.split(","):
         size, batch = CASES[name]
+        batch = 16 if args.quick else batch
         macs = summarize(get_architecture(name, num_classes=10), name, (3, size, size)).macs
         train_flops = 3 * 2 * macs  # forward, then backward at about twice the forward
         plain = plain_loop(name, size, batch, args.steps)

@@ -1,4 +1,4 @@
-"""Benchmarks stay alive: the quick mode of each benchmark that has one runs and prints its JSON lines."""
+"""Benchmarks stay alive: every script in benchmarks/ runs in its quick mode and prints its JSON lines."""
 
 import json
 import subprocess
@@ -10,15 +10,38 @@ import pytest
 pytestmark = pytest.mark.slow
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("*.py") if p.name != "common.py")
 
 
-def test_time_to_accuracy_quick_runs_each_seed_and_the_summary(tmp_path):
+def _quick(tmp_path, script: str, *args: str) -> list[dict]:
     result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "time_to_accuracy.py"), "--quick", "--seeds", "0", "1"],
+        [sys.executable, str(BENCHMARKS / script), "--quick", *args],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def test_every_benchmark_script_is_covered():
+    assert SCRIPTS == [
+        "distributed.py", "inference.py", "pipeline.py", "precision_accuracy.py", "time_to_accuracy.py",
+        "train_throughput.py",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_quick_mode_runs_and_prints_the_peaks_then_its_figures(tmp_path, script):
+    lines = _quick(tmp_path, script)
+    assert [line["benchmark"].split(" (")[0] for line in lines[:2]] == ["bf16 matmul peak", "fp32 matmul peak"]
+    assert len(lines) > 2
+    for line in lines:
+        assert {"benchmark", "mean", "std", "unit", "device", "torch"} <= set(line), line
+
+
+def test_time_to_accuracy_quick_runs_each_seed_and_the_summary(tmp_path):
+    lines = [
+        line for line in _quick(tmp_path, "time_to_accuracy.py", "--seeds", "0", "1") if "peak" not in line["benchmark"]
+    ]
     names = [line["benchmark"] for line in lines]
     assert names == [
         "cifar10 [recipe as shipped] seed 0",

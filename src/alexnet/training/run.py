@@ -123,20 +123,24 @@ def _whiten(model, config: TrainConfig, preprocess: Preprocess, train_images: np
         whiten_first_conv(model, images, eps=config.whiten_eps, seed=config.seed)
 
 
-def prepare(config: TrainConfig, *, out: Path | None = None, resume: Path | None = None) -> PreparedRun:
+def prepare(
+    config: TrainConfig, *, out: Path | None = None, resume: Path | None = None, dataset: Dataset | None = None
+) -> PreparedRun:
     """Settle a run: check names, load the data, check the input size and the pretrained weights (every bad
     input fails here, before any file is written), then build the model once and write ``config.yaml`` and
-    ``model.json`` into the run directory (global rank 0 only)."""
+    ``model.json`` into the run directory (global rank 0 only). ``dataset``, when given, is trained on
+    instead of loading ``config.data`` (benchmarks and tests with data in memory)."""
     import lightning.pytorch as pl
 
     layout = detect_layout(config.devices, config.num_nodes)
     if layout.world_size > 1:
         torch.set_num_threads(threads_per_process(layout))  # the node's cores shared between its processes
     spec = model_spec(config.model)
-    dataset = load_splits(
-        config.data, config.root, train_fraction=config.train_fraction, val_fraction=config.val_fraction,
-        seed=config.seed, storage_size=config.storage_size,
-    )  # fmt: skip
+    if dataset is None:
+        dataset = load_splits(
+            config.data, config.root, train_fraction=config.train_fraction, val_fraction=config.val_fraction,
+            seed=config.seed, storage_size=config.storage_size,
+        )  # fmt: skip
     stored_channels, stored_side = dataset.train.image_shape[0], dataset.train.image_shape[-1]
     image_size = config.image_size or (stored_side if spec.image_size <= 32 else spec.image_size)
     in_channels = config.in_channels or stored_channels
