@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 
+from alexnet.data.datasets import dataset_names
 from alexnet.errors import InputError, TrainingStopped
 from alexnet.runtime import tune_allocator
 
@@ -85,9 +86,7 @@ def summary_command(
 
 @app.command("data")
 def data_command(
-    dataset: Annotated[
-        str, typer.Argument(metavar="DATASET", help="cifar10, cifar100, mnist, fashion-mnist, kmnist or folder:PATH.")
-    ],
+    dataset: Annotated[str, typer.Argument(metavar="DATASET", help=f"{dataset_names()}.")],
     root: Annotated[
         Path | None,
         typer.Option("--root", help="Where datasets live (default $ALEXNET_DATA or ~/.cache/alexnet/data)."),

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from alexnet.data.decode import decode_image
-from alexnet.data.folder import IMAGE_SUFFIXES, natural_key
+from alexnet.data.folder import IMAGE_SUFFIXES, list_images
 from alexnet.errors import InputError
 from alexnet.inference import Classifier, load_classifier
 from alexnet.tta import check_tta
@@ -25,13 +25,10 @@ def collect_images(inputs: Sequence[Path | str]) -> list[tuple[Path, str | None]
     found: list[tuple[Path, str | None]] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            files = [
-                p for p in item.rglob("*")
-                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")
-            ]  # fmt: skip
+            files = list_images(item, recursive=True)
             if not files:
                 found.append((item, f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder"))
-            found += [(p, None) for p in sorted(files, key=lambda p: natural_key(str(p.relative_to(item))))]
+            found += [(p, None) for p in files]
         elif item.is_file():
             found.append((item, None))
         else:

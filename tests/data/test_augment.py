@@ -6,11 +6,9 @@ from alexnet.data.augment import (
     IMAGENET_PCA_EIGVAL,
     Preprocess,
     flip_translate_views,
-    pca_lighting,
     random_crop,
     random_hflip,
     random_resized_crop,
-    rgb_pca,
     ten_crops,
 )
 
@@ -96,22 +94,14 @@ def test_ten_crop_of_a_small_image_uses_training_padding():
 
 
 def test_pca_lighting_shifts_each_image_along_the_components():
-    images = torch.full((4, 3, 2, 2), 0.5)
-    eigval = torch.tensor(IMAGENET_PCA_EIGVAL)
-    eigvec = torch.eye(3)
-    out = pca_lighting(images, _gen(), 0.1, eigval, eigvec)
-    shift = out - images
+    prep = Preprocess(image_size=2, channels=3, mean=(0,) * 3, std=(1,) * 3, flip=False, lighting=0.1,
+                      pca_eigval=IMAGENET_PCA_EIGVAL, pca_eigvec=((1, 0, 0), (0, 1, 0), (0, 0, 1)))  # fmt: skip
+    images = torch.full((4, 3, 2, 2), 128, dtype=torch.uint8)
+    shift = prep.train(images, _gen()) - 128 / 255
     assert torch.allclose(shift, shift[:, :, :1, :1].expand_as(shift))  # one shift per image and channel
     ratio = shift[:, 1, 0, 0] / shift[:, 0, 0, 0]
     assert not torch.allclose(ratio, ratio[:1].expand_as(ratio))  # random per image
     assert shift.abs().max() < 0.2
-
-
-def test_rgb_pca_finds_the_dominant_direction():
-    grey = torch.randint(0, 256, (50, 1, 8, 8), dtype=torch.uint8).expand(-1, 3, -1, -1)
-    eigval, eigvec = rgb_pca(grey)
-    assert eigval[0] > 0.2 and eigval[1:].abs().max() < 1e-3
-    assert torch.allclose(eigvec[:, 0].abs(), torch.full((3,), 3**-0.5), atol=1e-3)
 
 
 def test_train_output_shape_range_and_layout():

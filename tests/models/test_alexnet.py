@@ -4,8 +4,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet.models import get_model
-from alexnet.models.build import count_parameters
 from alexnet.models.layers import LocalResponseNorm
+from parameters import count_parameters
 
 
 def _params(name, **kwargs) -> int:

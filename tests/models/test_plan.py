@@ -5,8 +5,9 @@ import torch
 from torch import nn
 
 from alexnet.models import get_architecture, get_model, list_models
-from alexnet.models.build import build, count_parameters
+from alexnet.models.build import build
 from alexnet.models.plan import ShapeError, fits, forward_shapes, smallest_input_size
+from parameters import count_parameters
 
 
 def _traced(model: nn.Module, input_shape: tuple[int, ...]) -> list[tuple]:

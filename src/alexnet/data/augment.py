@@ -161,39 +161,11 @@ def ten_crops(images: torch.Tensor, size: int, padding: int = 0) -> torch.Tensor
     return torch.stack(views + [v.flip(-1) for v in views])
 
 
-def rgb_pca(images: torch.Tensor, *, max_pixels: int = 1_000_000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Principal components of RGB pixel values in [0, 1] over a training set (uint8 (N, 3, H, W)).
-
-    Returns (square roots of the eigenvalues, largest first; eigenvectors as columns), the convention
-    of ``IMAGENET_PCA_EIGVAL`` / ``IMAGENET_PCA_EIGVEC``. Uses at most ``max_pixels`` sampled pixels.
-    """
-    n, c, h, w = images.shape
-    if c != 3:
-        raise ValueError(f"PCA lighting needs RGB images, got {c} channels")
-    generator = torch.Generator().manual_seed(seed)
-    count = min(max_pixels, n * h * w)
-    flat = torch.randint(0, n * h * w, (count,), generator=generator)
-    img, pix = flat // (h * w), flat % (h * w)
-    pixels = images.reshape(n, 3, h * w)[img, :, pix].double() / 255.0  # (count, 3)
-    covariance = torch.cov(pixels.T)
-    eigval, eigvec = torch.linalg.eigh(covariance)
-    order = torch.argsort(eigval, descending=True)
-    return eigval[order].clamp_min(0).sqrt().float(), eigvec[:, order].float()
-
-
 def pca_shift(n: int, generator: torch.Generator, std: float, eigval: torch.Tensor, eigvec: torch.Tensor):
     """The paper's lighting noise for ``n`` images: ``eigvec @ (alpha * eigval)`` with alpha ~ N(0, std)
     drawn once per image; (n, 3), in the units of ``eigval`` ([0, 1] pixels for the ImageNet values)."""
     alpha = torch.randn(n, 3, generator=generator, device=generator.device) * std
     return (alpha * eigval.to(alpha.device)) @ eigvec.to(alpha.device).T
-
-
-def pca_lighting(
-    images: torch.Tensor, generator: torch.Generator, std: float, eigval: torch.Tensor, eigvec: torch.Tensor
-) -> torch.Tensor:
-    """Add ``pca_shift`` to every pixel of each image; ``images`` are float RGB in [0, 1] units."""
-    shift = pca_shift(len(images), generator, std, eigval, eigvec).to(images.device, images.dtype)
-    return images + shift[:, :, None, None]
 
 
 @dataclass(frozen=True)
@@ -263,7 +235,8 @@ class Preprocess:
         if self.lighting > 0:
             if images.shape[1] != 3:
                 raise ValueError(f"PCA lighting needs RGB images, got {images.shape[1]} channel(s)")
-            eigval, eigvec = torch.tensor(self.pca_eigval), torch.tensor(self.pca_eigvec)
+            eigval = torch.tensor(self.pca_eigval, dtype=torch.float32)
+            eigvec = torch.tensor(self.pca_eigvec, dtype=torch.float32)
             shift = pca_shift(len(images), generator, self.lighting, eigval, eigvec)
         return self._finish(images, shift, dtype)
 

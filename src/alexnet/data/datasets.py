@@ -2,13 +2,48 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alexnet.data.imageset import Dataset, ImageSet, split_train
 from alexnet.errors import InputError
 
-DATASETS = ("cifar10", "cifar100", "cifar100-coarse", "mnist", "fashion-mnist", "kmnist", "folder:PATH")
+if TYPE_CHECKING:  # NumPy is imported when data is loaded, not when the CLI lists dataset names
+    from alexnet.data.imageset import Dataset, ImageSet
+
+FOLDER = "folder:"  # --data folder:PATH: an image folder, one sub-folder per class or class-named files
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset ``--data`` can name: its loader, imported on first use (``module.function(name, root, *,
+    allow_download)``), and a line for the help."""
+
+    name: str
+    module: str
+    function: str
+    description: str
+
+
+# The one list of named datasets: adding one is a line here and a loader (see README "Extending").
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec("cifar10", "alexnet.data.cifar", "load_cifar", "CIFAR-10: 60,000 32x32 colour images, 10 classes"),
+        DatasetSpec("cifar100", "alexnet.data.cifar", "load_cifar", "CIFAR-100: 60,000 32x32 images, 100 classes"),
+        DatasetSpec("cifar100-coarse", "alexnet.data.cifar", "load_cifar", "CIFAR-100 by its 20 superclasses"),
+        DatasetSpec("mnist", "alexnet.data.mnist", "load_mnist_family", "MNIST: 70,000 28x28 handwritten digits"),
+        DatasetSpec("fashion-mnist", "alexnet.data.mnist", "load_mnist_family", "Fashion-MNIST: 28x28 clothing"),
+        DatasetSpec("kmnist", "alexnet.data.mnist", "load_mnist_family", "Kuzushiji-MNIST: 28x28 cursive Japanese"),
+    )
+}
+
+
+def dataset_names() -> str:
+    """The names ``--data`` takes, for help and error messages."""
+    return ", ".join(DATASETS) + f" or {FOLDER}PATH"
 
 
 def default_root() -> Path:
@@ -32,24 +67,19 @@ def load_splits(
     ``train_fraction`` of the rest is kept for training (both seeded by ``seed``). ``storage_size``
     applies to image folders: the side of the decoded, cached images.
     """
+    from alexnet.data.imageset import split_train
+
     root = Path(root) if root is not None else default_root()
-    if name.startswith("folder:"):
+    if name.startswith(FOLDER):
         from alexnet.data.folder import load_folder
 
-        folder = Path(name.removeprefix("folder:")).expanduser()
+        folder = Path(name.removeprefix(FOLDER)).expanduser()
         dataset = load_folder(folder, root, storage_size=storage_size, seed=seed)
-    elif name.startswith("cifar"):
-        from alexnet.data.cifar import FORMATS, load_cifar
-
-        if name not in FORMATS:
-            raise InputError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
-        dataset = load_cifar(name, root, allow_download=allow_download)
-    elif name in ("mnist", "fashion-mnist", "kmnist"):
-        from alexnet.data.mnist import load_mnist_family
-
-        dataset = load_mnist_family(name, root, allow_download=allow_download)
+    elif (spec := DATASETS.get(name)) is not None:
+        loader = getattr(importlib.import_module(spec.module), spec.function)
+        dataset = loader(name, root, allow_download=allow_download)
     else:
-        raise InputError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+        raise InputError(f"unknown dataset {name!r}; known datasets: {dataset_names()}")
     return split_train(dataset, train_fraction=train_fraction, val_fraction=val_fraction, seed=seed)
 
 

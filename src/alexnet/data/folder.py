@@ -31,7 +31,8 @@ def natural_key(text: str) -> tuple:
     return tuple(int(part) if part.isdigit() else part.casefold() for part in re.split(r"(\d+)", text))
 
 
-def _images_in(folder: Path, *, recursive: bool) -> list[Path]:
+def list_images(folder: Path, *, recursive: bool) -> list[Path]:
+    """The image files (by suffix, hidden files left out) in ``folder``, in natural order of their paths."""
     pattern = folder.rglob("*") if recursive else folder.iterdir()
     found = [p for p in pattern if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()]
     return sorted(found, key=lambda p: natural_key(str(p.relative_to(folder))))
@@ -52,12 +53,12 @@ def _scan_split(folder: Path) -> list[tuple[Path, str]]:
     if subfolders:
         pairs = []
         for sub in subfolders:
-            files = _images_in(sub, recursive=True)
+            files = list_images(sub, recursive=True)
             if not files:
                 raise InputError(f"{sub}: class folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
             pairs += [(f, sub.name) for f in files]
         return pairs
-    files = _images_in(folder, recursive=False)
+    files = list_images(folder, recursive=False)
     if not files:
         raise InputError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) and no class folders")
     return [(f, class_from_filename(f)) for f in files]

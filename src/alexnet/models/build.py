@@ -9,8 +9,6 @@ from torch import nn
 from alexnet.models import plan as p
 from alexnet.models.layers import ConvNet, LocalResponseNorm, Scale
 
-_BN_STATISTICS = ("running_mean", "running_var")
-
 
 def _module(layer: p.Layer) -> nn.Module:
     match layer:
@@ -117,15 +115,3 @@ INITIALISERS: dict[str, Callable[[nn.Module], None]] = {
     "vgg": init_vgg,
     "dirac": init_dirac,
 }
-
-
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, non-trainable) of a built model, the way Keras counts them.
-
-    Non-trainable holds parameters with ``requires_grad=False`` (a frozen backbone) and BatchNorm's
-    running mean and variance; ``num_batches_tracked`` is bookkeeping and not counted.
-    """
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-    statistics = sum(b.numel() for name, b in model.named_buffers() if name.rsplit(".", 1)[-1] in _BN_STATISTICS)
-    return trainable, frozen + statistics

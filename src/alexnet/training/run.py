@@ -21,6 +21,7 @@ import yaml
 
 from alexnet.atomic import write_text
 from alexnet.data import Preprocess, channel_stats, load_splits
+from alexnet.data.datasets import FOLDER
 from alexnet.data.imageset import Dataset
 from alexnet.errors import InputError, TrainingStopped
 from alexnet.modelcard import DataSpec, InputSpec, ModelCard
@@ -68,7 +69,7 @@ class Engine:
 
 def default_run_dir(config: TrainConfig) -> Path:
     """``runs/<recipe or model-data>-<date>-<time>`` in the working directory."""
-    stem = config.recipe or f"{config.model}-{config.data.replace('folder:', '').replace('/', '_')}"
+    stem = config.recipe or f"{config.model}-{config.data.removeprefix(FOLDER).replace('/', '_')}"
     return Path("runs") / f"{stem}-{datetime.now():%Y%m%d-%H%M%S}"
 
 

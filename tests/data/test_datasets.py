@@ -1,0 +1,23 @@
+import importlib
+
+import pytest
+
+from alexnet.data.datasets import DATASETS, dataset_names, load_splits
+from alexnet.errors import InputError
+
+
+def test_every_registered_dataset_has_its_loader_and_format():
+    for spec in DATASETS.values():
+        module = importlib.import_module(spec.module)
+        assert callable(getattr(module, spec.function)), spec
+    # The loaders' own format tables hold exactly the names registered for them.
+    cifar = importlib.import_module("alexnet.data.cifar")
+    mnist = importlib.import_module("alexnet.data.mnist")
+    assert set(cifar.FORMATS) == {n for n, s in DATASETS.items() if s.module == "alexnet.data.cifar"}
+    assert set(mnist.DATASETS) == {n for n, s in DATASETS.items() if s.module == "alexnet.data.mnist"}
+
+
+def test_unknown_names_list_every_dataset(tmp_path):
+    with pytest.raises(InputError, match="unknown dataset 'svhn'; known datasets: cifar10, .*cifar100-coarse, .*PATH"):
+        load_splits("svhn", tmp_path)
+    assert dataset_names().endswith("kmnist or folder:PATH")
