@@ -16,6 +16,7 @@ from torch import nn
 
 from alexnet.data.augment import Preprocess
 from alexnet.errors import InputError
+from alexnet.modelcard import FILE_NAME as CARD_FILE
 from alexnet.modelcard import ModelCard
 from alexnet.modeldir import load_model_dir, model_from_card, read_torch_weights
 from alexnet.runtime import resolve_precision
@@ -65,7 +66,7 @@ def _resolve(source: Path) -> tuple[Path, Path | None]:
     if source.suffix == ".ckpt":
         # runs/<name>/checkpoints/best.ckpt: the architecture and classes are in runs/<name>/model.json.
         for folder in (source.parent.parent, source.parent):
-            if (folder / "model.json").exists():
+            if (folder / CARD_FILE).exists():
                 return folder, source
         raise InputError(f"{source}: no model.json in its run directory; evaluate the run directory instead")
     raise InputError(f"{source}: not a run directory, model directory, .ckpt or model.safetensors")
