@@ -134,3 +134,51 @@ def test_evaluate_and_predict_are_api_functions():
 
     assert callable(alexnet.evaluate) and callable(alexnet.predict)
     assert alexnet.evaluate.__module__ == "alexnet.evaluation"
+
+
+def test_every_training_setting_is_a_flag_with_its_help(capsys):
+    from dataclasses import fields
+
+    from alexnet.training.config import TrainConfig, settings
+
+    assert main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # rich wraps long help over several lines
+    for field in fields(TrainConfig):
+        if field.name != "recipe":  # --recipe is the command's own option
+            assert f"--{field.name.replace('_', '-')}" in text, field.name
+    helps = {s.name: s.help for s in settings()}
+    assert helps["whiten_eps"].startswith("with whiten: added to each eigenvalue")
+    assert all(helps[name] for name in helps), [n for n, h in helps.items() if not h]
+
+
+def test_derived_flags_reach_the_config(tmp_path, monkeypatch):
+    import alexnet.training.run as run
+
+    seen = {}
+
+    def fake_train(config, *, out=None, resume=None):
+        seen["config"] = config
+        return None  # as a non-zero rank does: nothing to report
+
+    monkeypatch.setattr(run, "train", fake_train)
+    flags = [
+        "--deterministic",
+        "--no-flip",
+        "--whiten-eps",
+        "0.1",
+        "--hidden",
+        "64,32",
+        "--model-options",
+        "{towers: 1}",
+    ]
+    assert main(["train", "--model", "alexnet_paper", *flags]) == 0
+    config = seen["config"]
+    assert config.deterministic and not config.flip and config.whiten_eps == 0.1 and config.hidden == (64, 32)
+    assert config.model_options == {"towers": 1}
+
+
+def test_bad_values_of_derived_flags_exit_2(capsys):
+    assert main(["train", "--schedule", "sometimes"]) == 2
+    assert "schedule must be one of onecycle" in capsys.readouterr().err
+    assert main(["train", "--epochs", "0"]) == 2
+    assert "epochs must be at least 1" in capsys.readouterr().err

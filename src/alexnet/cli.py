@@ -18,7 +18,8 @@ import typer
 
 from alexnet.data.datasets import dataset_names
 from alexnet.errors import InputError, TrainingStopped
-from alexnet.runtime import tune_allocator
+from alexnet.runtime import PRECISIONS, tune_allocator
+from alexnet.tta import TTA_MODES
 
 app = typer.Typer(
     name="alexnet",
@@ -219,8 +220,9 @@ def _train_signature() -> inspect.Signature:
         declared = f"{flag}/--no-{flag[2:]}" if s.kind is bool else flag
         default = getattr(defaults, s.name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        text = s.help + (f" [one of: {', '.join(s.choices)}]" if s.choices else "")
-        text += f" [default: {shown}]" if shown not in (None, {}) else ""
+        # Parentheses, not brackets: rich reads [...] as markup and drops it.
+        text = s.help + (f" (one of: {', '.join(s.choices)})" if s.choices else "")
+        text += f" (default: {shown})" if shown not in (None, {}) else ""
         info = typer.Option(declared, help=text, show_default=False, rich_help_panel=s.section.capitalize() or None)
         derived.append(option(s.name, Annotated[s.kind | None, info]))
     return inspect.Signature([*own, *derived])
@@ -234,10 +236,10 @@ app.command("train")(_train_command)
 SourceArg = Annotated[
     Path, typer.Argument(metavar="RUN_DIR|CKPT", help="A run or model directory, a .ckpt or a model.safetensors.")
 ]
-TtaOption = Annotated[
-    str, typer.Option("--tta", help="Test views: none, flip, flip-translate or ten-crop (the paper's).")
+TtaOption = Annotated[str, typer.Option("--tta", help=f"Test views: {', '.join(TTA_MODES)} (ten-crop: the paper's).")]
+PrecisionOption = Annotated[
+    str, typer.Option("--precision", help=f"{', '.join(PRECISIONS)} (auto: bf16 where this machine does it fast).")
 ]
-PrecisionOption = Annotated[str, typer.Option("--precision", help="auto (bf16 where fast), fp32 or bf16.")]
 CompileOption = Annotated[
     bool, typer.Option("--compile/--no-compile", help="torch.compile with frozen weights (slower start).")
 ]

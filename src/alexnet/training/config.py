@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+import types
 import typing
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -87,6 +88,7 @@ class TrainConfig:
     precision: Literal[*PRECISIONS] = "auto"  # auto: bf16 where this machine does bf16 fast, else fp32
     channels_last: bool = True  # NHWC memory layout (faster convolutions on CPUs and tensor cores)
     compile: bool = False  # torch.compile the model (slower start, faster steps)
+    deterministic: bool = False  # deterministic algorithms only: bit-identical reruns on GPUs too, slower
     seed: int = 0  # of the splits, the initial weights and every epoch's randomness (alexnet.seeding)
     devices: int = 1  # processes (CPU) or GPUs per node; torchrun and SLURM set it themselves
     num_nodes: int = 1  # machines (SLURM; torchrun sets it itself)
@@ -115,33 +117,49 @@ class TrainConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
-def _choices(name: str) -> tuple[str, ...] | None:
+def _field_type(name: str) -> tuple[Any, bool]:
+    """(the type a setting holds, whether it may be None), from ``TrainConfig``'s annotation."""
     hint = typing.get_type_hints(TrainConfig)[name]
-    return typing.get_args(hint) if typing.get_origin(hint) is Literal else None
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        return options[0], len(options) < len(typing.get_args(hint))
+    return hint, False
+
+
+def _choices(name: str) -> tuple[str, ...] | None:
+    kind, _ = _field_type(name)
+    return typing.get_args(kind) if typing.get_origin(kind) is Literal else None
 
 
 def _coerce(spec: dataclasses.Field, value: Any) -> Any:
-    default = spec.default if spec.default is not dataclasses.MISSING else None
-    choices = _choices(spec.name)
-    if choices is not None and value not in choices:
-        raise InputError(f"{spec.name} must be one of {', '.join(choices)}, not {value!r}")
-    if spec.name == "hidden" and value is not None:
-        return parse_widths(value)
-    if isinstance(spec.default_factory(), dict) if spec.default_factory is not dataclasses.MISSING else False:
+    """``value`` as the setting's type (a YAML or flag value: text for widths and mappings), else ``InputError``."""
+    kind, optional = _field_type(spec.name)
+    if value is None and optional:
+        return None
+    origin = typing.get_origin(kind)
+    if origin is Literal:
+        if value not in typing.get_args(kind):
+            raise InputError(f"{spec.name} must be one of {', '.join(typing.get_args(kind))}, not {value!r}")
+    elif origin is tuple:  # layer widths
+        return parse_widths(value, spec.name)
+    elif origin is dict:
         if isinstance(value, str):  # from a flag: YAML, e.g. "{widths: [64, 256, 256]}"
             value = _yaml_value(value, spec.name)
         if not isinstance(value, dict):
             raise InputError(f"{spec.name} must be a mapping such as {{towers: 1}}, not {value!r}")
-        return value
-    if isinstance(default, bool):
+    elif kind is bool:
         if not isinstance(value, bool):
             raise InputError(f"{spec.name} must be true or false, not {value!r}")
-        return value
-    if isinstance(default, int | float) and value is not None:
+    elif kind in (int, float):
         try:
-            return type(default)(value) if not (isinstance(default, int) and isinstance(value, float)) else value
+            number = float(value) if not isinstance(value, bool) else None
         except (TypeError, ValueError):
-            raise InputError(f"{spec.name} must be a number, not {value!r}") from None
+            number = None
+        if number is None:
+            raise InputError(f"{spec.name} must be a number, not {value!r}")
+        if kind is int and not number.is_integer():
+            raise InputError(f"{spec.name} must be a whole number, not {value!r}")
+        return kind(number)
     return value
 
 
@@ -179,12 +197,10 @@ class Setting:
 def settings() -> list[Setting]:
     """Every setting, in ``TrainConfig``'s order, with the help and section comments written beside it."""
     comments = _field_comments()
-    hints = typing.get_type_hints(TrainConfig)
     found = []
     for spec in fields(TrainConfig):
-        hint = hints[spec.name]
-        options = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-        kind = options[0] if len(options) == 1 and options[0] in (bool, int, float) else str
+        kind, _ = _field_type(spec.name)
+        kind = kind if kind in (bool, int, float) else str
         section, text = comments.get(spec.name, ("", ""))
         found.append(Setting(spec.name, kind, text, section, _choices(spec.name)))
     return found

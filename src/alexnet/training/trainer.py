@@ -92,6 +92,7 @@ def build_trainer(
         # torch's SyncBatchNorm runs on GPUs only: on CPUs each process normalises over its own batch.
         sync_batchnorm=layout.world_size > 1 and config.sync_batchnorm and accelerator == "gpu",
         precision=lightning_precision(config.precision, accelerator),
+        deterministic=config.deterministic,
         max_epochs=config.epochs,
         callbacks=callbacks,
         logger=TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False),
