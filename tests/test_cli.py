@@ -136,11 +136,12 @@ def test_evaluate_and_predict_are_api_functions():
     assert alexnet.evaluate.__module__ == "alexnet.evaluation"
 
 
-def test_every_training_setting_is_a_flag_with_its_help(capsys):
+def test_every_training_setting_is_a_flag_with_its_help(capsys, monkeypatch):
     from dataclasses import fields
 
     from alexnet.training.config import TrainConfig, settings
 
+    monkeypatch.setenv("COLUMNS", "300")  # long flag names stay whole
     assert main(["train", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())  # rich wraps long help over several lines
     for field in fields(TrainConfig):

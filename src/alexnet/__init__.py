@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 # `alexnet.prediction`: a submodule named like a function would shadow DESIGN.md's `alexnet.train(config)`.
 _EXPORTS = {
     "InputError": "alexnet.errors",
+    "TrainingStopped": "alexnet.errors",
     "create_model": "alexnet.models",
     "get_model": "alexnet.models",
     "list_models": "alexnet.models",

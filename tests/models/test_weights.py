@@ -31,8 +31,8 @@ def test_one_loading_path_reports_every_kind_of_bad_key_in_one_line():
     model = get_model("alexnet_cifar", num_classes=3)
     state = dict(model.state_dict())
     state["features.99.weight"] = torch.zeros(1)
-    del state["features.0.bias"]
-    with pytest.raises(InputError, match=r"^w\.pth: weights do not fit the model: missing features\.0\.bias; "
+    del state["features.0.weight"]
+    with pytest.raises(InputError, match=r"^w\.pth: weights do not fit the model: missing features\.0\.weight; "
                                          r"unexpected features\.99\.weight$"):  # fmt: skip
         load_weights(get_model("alexnet_cifar", num_classes=3), state, "w.pth")
     fresh = get_model("alexnet_cifar", num_classes=5)
