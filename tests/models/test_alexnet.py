@@ -5,6 +5,7 @@ from torch import nn
 
 from alexnet.models import get_model
 from alexnet.models.layers import LocalResponseNorm
+
 from parameters import count_parameters
 
 

@@ -7,6 +7,7 @@ from torch import nn
 from alexnet.models import get_architecture, get_model, list_models
 from alexnet.models.build import build
 from alexnet.models.plan import ShapeError, fits, forward_shapes, smallest_input_size
+
 from parameters import count_parameters
 
 
