@@ -24,9 +24,17 @@ def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
         yield temporary
         with open(temporary, "rb") as f:
             os.fsync(f.fileno())
+        # mkstemp creates the file readable by its owner alone; give it the mode open() would have.
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, destination)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    current = os.umask(0o022)  # the only way to read it is to set it; put it straight back
+    os.umask(current)
+    return current
 
 
 def write_text(destination: str | os.PathLike, text: str) -> None:

@@ -234,7 +234,10 @@ app.command("train")(_train_command)
 
 
 SourceArg = Annotated[
-    Path, typer.Argument(metavar="RUN_DIR|CKPT", help="A run or model directory, a .ckpt or a model.safetensors.")
+    Path,
+    typer.Argument(
+        metavar="RUN_DIR|CKPT|ONNX", help="A run or model directory, a .ckpt, a model.safetensors or an exported .onnx."
+    ),
 ]
 TtaOption = Annotated[str, typer.Option("--tta", help=f"Test views: {', '.join(TTA_MODES)} (ten-crop: the paper's).")]
 PrecisionOption = Annotated[
@@ -303,6 +306,33 @@ def predict_command(
         write_text(out, format_csv(results, min(top_k, len(classifier.classes))))
     if failed:
         raise typer.Exit(2)
+
+
+@app.command("export")
+def export_command(
+    source: Annotated[
+        Path, typer.Argument(metavar="RUN_DIR|CKPT", help="A run or model directory, a .ckpt or a model.safetensors.")
+    ],
+    fmt: Annotated[str, typer.Option("--format", help="Export format: onnx.")] = "onnx",
+    out: Annotated[Path | None, typer.Option("--out", help="Output file (default: model.onnx beside the run).")] = None,
+    opset: Annotated[int, typer.Option("--opset", min=7, help="ONNX opset version.")] = 18,
+    as_json: JsonFlag = False,
+) -> None:
+    """A deployable model (ONNX with a dynamic batch axis and the model card in its metadata), checked against
+    PyTorch with onnxruntime on images of the run's data; the check is written beside it."""
+    from alexnet.export import FORMATS, export_onnx
+
+    if fmt not in FORMATS:
+        raise InputError(f"unknown --format {fmt!r}; use {', '.join(FORMATS)}")
+    check = export_onnx(source, out, opset=opset)
+    if as_json:
+        _print_json(check)
+        return
+    typer.echo(
+        f"exported {check['onnx']} ({check['bytes'] / 2**20:.1f} MiB, opset {check['opset']}): onnxruntime against "
+        f"PyTorch on {check['check_images']} {check['images_from']} images: max logit difference "
+        f"{check['max_abs_logit_diff']:.1e}, top-1 agreement {check['top1_agreement']:.0%}"
+    )
 
 
 def configure_logging() -> None:

@@ -105,6 +105,7 @@ def evaluate(
         **classification_report(probabilities, images.labels, classifier.classes),
         "images_per_s": round(rate, 1),
         "precision": "bf16" if classifier.dtype == torch.bfloat16 else "fp32",
+        "backend": "onnxruntime" if classifier.weights.suffix == ".onnx" else "pytorch",
         "classes": list(classifier.classes),
     }
     if write:
@@ -119,6 +120,8 @@ def _write_outputs(report: dict[str, Any], classifier: Classifier) -> dict[str, 
     stem = f"{report['split']}-{report['tta']}"
     if classifier.weights.suffix == ".ckpt":
         stem = f"{classifier.weights.stem}-{stem}"  # best.ckpt and last.ckpt reports side by side
+    elif classifier.weights.suffix == ".onnx":
+        stem = f"{classifier.weights.stem}-onnx-{stem}"  # beside the PyTorch weights' own report
     paths = {
         "report": folder / f"eval-{stem}.json",
         "confusion_csv": folder / f"confusion-{stem}.csv",

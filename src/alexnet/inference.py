@@ -55,6 +55,25 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if resolve_precision(precision, device.type) == "bf16" else torch.float32
 
 
+def _load_onnx(path: Path, *, precision: str, compile: bool) -> Classifier:
+    """An exported ONNX file (``alexnet export``), run by onnxruntime on the CPU in fp32."""
+    from alexnet.onnxmodel import OnnxModel, read_onnx_card
+
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if resolve_precision(precision, "cpu") == "bf16" and precision != "auto":
+        raise InputError(f"{path}: ONNX models run in fp32 here; use --precision auto or fp32")
+    if compile:
+        raise InputError(f"{path}: --compile applies to PyTorch weights, not to an ONNX model")
+    card = read_onnx_card(path)
+    preprocess = preprocess_from_card(card)
+    cpu = torch.device("cpu")
+    return Classifier(
+        OnnxModel(path), card.classes, preprocess, card.preprocess.storage_size, card, path.parent, path, torch.float32,
+        cpu,
+    )  # fmt: skip
+
+
 def _resolve(source: Path) -> tuple[Path, Path | None]:
     """(folder with model.json, checkpoint file or None) for a run/model directory, a .ckpt or model.safetensors."""
     if source.is_dir():
@@ -84,11 +103,14 @@ def preprocess_from_card(card: ModelCard) -> Preprocess:
 def load_classifier(
     source: Path | str, *, precision: str = "auto", compile: bool = False, device: str | None = None
 ) -> Classifier:
-    """Load a classifier from a run directory, model directory, ``.ckpt`` or ``model.safetensors``.
+    """Load a classifier from a run directory, model directory, ``.ckpt``, ``model.safetensors`` or an
+    exported ``.onnx`` file (run by onnxruntime).
 
     ``compile`` freezes the weights into a ``torch.compile``d graph (Inductor's ``freezing``): slower to
     start, faster per image on CPUs.
     """
+    if Path(source).suffix == ".onnx":
+        return _load_onnx(Path(source), precision=precision, compile=compile)
     folder, checkpoint = _resolve(Path(source))
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if checkpoint is None:

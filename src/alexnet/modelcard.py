@@ -56,12 +56,16 @@ class ModelCard:
     test_top1: float | None = None  # filled in when training ends
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as they were
 
-    def write(self, folder: Path) -> Path:
-        """Write ``folder/model.json`` atomically; returns its path."""
+    def to_json(self) -> str:
+        """The card as model.json holds it (also stored in exported ONNX files' metadata)."""
         document = {"format_version": FORMAT_VERSION, **self.extra, **asdict(self)}
         del document["extra"]
+        return json.dumps(document, indent=2) + "\n"
+
+    def write(self, folder: Path) -> Path:
+        """Write ``folder/model.json`` atomically; returns its path."""
         path = Path(folder) / FILE_NAME
-        write_text(path, json.dumps(document, indent=2) + "\n")
+        write_text(path, self.to_json())
         return path
 
     @classmethod
@@ -69,21 +73,28 @@ class ModelCard:
         """The card in ``folder``; a missing, malformed or incomplete file raises ``InputError`` naming it."""
         path = Path(folder) / FILE_NAME
         try:
-            document = json.loads(path.read_text())
+            text = path.read_text()
         except FileNotFoundError:
             raise InputError(f"{folder}: no {FILE_NAME} (not a run or model directory)") from None
         except (OSError, UnicodeDecodeError) as error:
             raise InputError(f"{path}: cannot be read ({error})") from None
+        return cls.from_json(text, str(path))
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> ModelCard:
+        """The card in ``text`` (read from ``where``, named in errors)."""
+        try:
+            document = json.loads(text)
         except json.JSONDecodeError as error:
-            raise InputError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
+            raise InputError(f"{where}: not valid JSON ({error.msg} at line {error.lineno})") from None
         if not isinstance(document, dict):
-            raise InputError(f"{path}: expected a JSON object, found {type(document).__name__}")
+            raise InputError(f"{where}: expected a JSON object, found {type(document).__name__}")
         version = document.pop("format_version", 1)
         if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise InputError(f"{path}: format_version {version!r} is newer than this alexnet reads ({FORMAT_VERSION})")
+            raise InputError(f"{where}: format_version {version!r} is newer than this alexnet reads ({FORMAT_VERSION})")
         for key in ("model", "model_kwargs", "classes", "preprocess"):
             if key not in document:
-                raise InputError(f"{path}: missing {key!r}")
+                raise InputError(f"{where}: missing {key!r}")
         try:
             data = document.pop("data", None)
             if isinstance(data, str):  # format 1
@@ -104,4 +115,4 @@ class ModelCard:
                 extra=document,
             )
         except (KeyError, TypeError, ValueError) as error:
-            raise InputError(f"{path}: malformed ({type(error).__name__}: {error})") from None
+            raise InputError(f"{where}: malformed ({type(error).__name__}: {error})") from None

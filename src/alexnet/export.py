@@ -1,0 +1,120 @@
+"""``alexnet export``: a trained model as an ONNX file that carries its model card, checked against PyTorch.
+
+The graph takes float32 images (N, C, S, S), already normalised, with a dynamic batch axis, and returns
+logits (N, K). The file's metadata holds the model card (``alexnet.model_card``: architecture, classes,
+mean/std, input size and channels) and the same facts as plain keys for other tools, so the file alone
+is enough to serve the model. At export, onnxruntime runs the graph on images of the run's own data and
+the logits are compared with PyTorch's; the figures are printed and written beside the file.
+
+Needs the ``onnx`` extra (``pip install 'alexnet[onnx]'``: onnx, onnxscript, onnxruntime).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from alexnet.atomic import atomic_path, write_text
+from alexnet.errors import InputError
+from alexnet.extras import require
+from alexnet.inference import Classifier, load_classifier
+from alexnet.onnxmodel import CARD_KEY
+
+FORMATS = ("onnx",)
+DEFAULT_OPSET = 18
+MAX_LOGIT_DIFF = 1e-4  # fp32: onnxruntime and PyTorch agree to this, or the export is refused
+
+
+def _check_images(classifier: Classifier, count: int) -> tuple[torch.Tensor, str]:
+    """Up to ``count`` images of the run's own data (its test split, else the first split there is), as the
+    model takes them; random images where the data cannot be found (a model directory shipped alone)."""
+    from alexnet.data.datasets import load_splits
+
+    card, p = classifier.card, classifier.card.preprocess
+    found = None
+    if card.data is not None:
+        try:
+            dataset = load_splits(
+                card.data.name, card.data.root, train_fraction=card.data.train_fraction,
+                val_fraction=card.data.val_fraction, seed=card.data.seed, storage_size=p.storage_size,
+                allow_download=False,
+            )  # fmt: skip
+            split = next(s for s in ("test", "val", "train") if getattr(dataset, s) is not None)
+            found = getattr(dataset, split), f"{dataset.name} {split}"
+        except InputError:
+            found = None
+    if found is None:
+        generator = torch.Generator().manual_seed(0)
+        stored = torch.randint(0, 256, (count, p.channels, p.storage_size, p.storage_size), generator=generator)
+        return classifier.preprocess.evaluate(stored.to(torch.uint8))[0], "random images (the run's data was not found)"
+    images, name = found
+    picked = np.linspace(0, len(images) - 1, min(count, len(images))).astype(int)
+    stored = torch.from_numpy(np.ascontiguousarray(images.images[picked]))
+    return classifier.preprocess.evaluate(stored)[0], name
+
+
+def export_onnx(
+    source: Path | str, out: Path | str | None = None, *, opset: int = DEFAULT_OPSET, check_images: int = 64
+) -> dict[str, Any]:
+    """Export the model of a run, checkpoint or model directory to ONNX (default ``<folder>/model.onnx``),
+    check it against PyTorch, and return the check's figures (also written to ``<out>.check.json``).
+
+    Raises ``InputError`` when onnxruntime's logits differ from PyTorch's by more than ``MAX_LOGIT_DIFF``
+    or its top-1 class differs on any check image; the file is then not kept.
+    """
+    onnx = require("onnx", "onnx")
+    ort = require("onnxruntime", "onnx")
+    require("onnxscript", "onnx")
+    classifier = load_classifier(source, precision="fp32", device="cpu")
+    model = classifier.model.to(memory_format=torch.contiguous_format)
+    card = classifier.card
+    out = Path(out) if out is not None else classifier.folder / "model.onnx"
+    p = card.preprocess
+    example = torch.zeros(2, p.channels, p.image_size, p.image_size)
+    # The exporter warns that torchvision's detection ops cannot be registered: we use none of them.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with atomic_path(out) as temporary:
+        batch = torch.export.Dim("batch", min=1, max=65536)
+        program = torch.onnx.export(
+            model, (example,), input_names=["images"], output_names=["logits"], opset_version=opset,
+            dynamic_shapes={"images": {0: batch}}, dynamo=True, verbose=False, optimize=True,
+        )  # fmt: skip
+        proto = program.model_proto
+        metadata = {
+            CARD_KEY: card.to_json(),
+            "classes": json.dumps(list(card.classes)),
+            "mean": json.dumps(list(p.mean)),
+            "std": json.dumps(list(p.std)),
+            "image_size": str(p.image_size),
+            "channels": str(p.channels),
+            "input": "float32 (N, C, S, S) in [0, 1], normalised: (x - mean) / std; output: logits (N, K)",
+        }
+        for key, value in metadata.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save_model(proto, str(temporary))
+        images, where = _check_images(classifier, check_images)
+        session = ort.InferenceSession(str(temporary), providers=["CPUExecutionProvider"])
+        exported = session.run(None, {"images": images.numpy()})[0]
+        with torch.inference_mode():
+            expected = model(images).numpy()
+        diff = float(np.abs(exported - expected).max())
+        agreement = float((exported.argmax(1) == expected.argmax(1)).mean())
+        passed = diff <= MAX_LOGIT_DIFF and agreement == 1
+        check = {
+            "onnx": str(out), "model": card.model, "opset": opset, "check_images": len(images), "images_from": where,
+            "max_abs_logit_diff": diff, "top1_agreement": agreement, "passed": passed,
+            "input_shape": ["batch", p.channels, p.image_size, p.image_size], "bytes": temporary.stat().st_size,
+        }  # fmt: skip
+        if not check["passed"]:
+            raise InputError(
+                f"{out}: onnxruntime disagrees with PyTorch (max logit difference {diff:.2e}, top-1 agreement "
+                f"{agreement:.1%}); not written"
+            )
+    write_text(out.with_name(out.name + ".check.json"), json.dumps(check, indent=2) + "\n")
+    return check
