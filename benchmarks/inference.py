@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
+import tempfile
+from pathlib import Path
 
 import torch
 
@@ -26,7 +28,28 @@ from alexnet.runtime import tune_allocator
 from common import measure, parse_args, report, report_peaks
 
 
-def _runner(name: str, size: int, batch: int, mode: str, device: str):
+def _onnx_model(name: str, size: int, classes: int, folder: Path):
+    """``name`` exported as `alexnet export` exports it, run by onnxruntime as `alexnet predict x.onnx` runs it."""
+    from alexnet.export import export_onnx
+    from alexnet.modelcard import InputSpec, ModelCard
+    from alexnet.modeldir import save_model_dir
+    from alexnet.onnxmodel import OnnxModel
+
+    card = ModelCard(name, {"num_classes": classes}, tuple(map(str, range(classes))),
+                     InputSpec(size, 3, (0.5,) * 3, (0.25,) * 3, size))  # fmt: skip
+    save_model_dir(get_model(name, num_classes=classes).eval(), folder, card)
+    return OnnxModel(Path(export_onnx(folder, check_images=2)["onnx"]))
+
+
+def _runner(name: str, size: int, batch: int, mode: str, device: str, folder: Path):
+    if mode == "onnx":
+        model = _onnx_model(name, size, 10 if size <= 32 else 1000, folder)
+        images = torch.randn(batch, 3, size, size)
+
+        def run() -> None:
+            model(images)
+
+        return run, model, torch.float32
     autocast = mode.startswith("bf16-autocast")
     dtype = torch.bfloat16 if mode.startswith("bf16") and not autocast else torch.float32
     model = get_model(name, num_classes=10 if size <= 32 else 1000).eval()
@@ -53,12 +76,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="alexnet:224,alexnet_cifar:32")
     parser.add_argument("--batches", default="1,256")
-    parser.add_argument("--modes", default="fp32,bf16,bf16-autocast,fp32-compiled,bf16-compiled")
+    parser.add_argument("--modes", default="fp32,bf16,bf16-autocast,fp32-compiled,bf16-compiled,onnx")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=5)
     args = parse_args(parser)
     if args.quick:
-        args.cases, args.batches, args.modes, args.repeats = "alexnet_cifar:32", "1,8", "fp32,bf16", 1
+        args.cases, args.batches, args.modes, args.repeats = "alexnet_cifar:32", "1,8", "fp32,bf16,onnx", 1
     tune_allocator()
     report_peaks()
     for case in args.cases.split(","):
@@ -66,7 +89,8 @@ def main() -> None:
         size = int(size)
         for mode in args.modes.split(","):
             for batch in map(int, args.batches.split(",")):
-                step, model, dtype = _runner(name, size, batch, mode, args.device)
+                with tempfile.TemporaryDirectory() as tmp:
+                    step, model, dtype = _runner(name, size, batch, mode, args.device, Path(tmp))
                 repeats = args.repeats * (20 if batch == 1 else 1)
                 rates = measure(step, items=batch, device=args.device, warmup=3, repeats=repeats)
                 extra = {"latency_ms": round(1000 / statistics.median(rates), 2)} if batch == 1 else {}
