@@ -335,6 +335,62 @@ def export_command(
     )
 
 
+@app.command("visualize")
+def visualize_command(
+    source: Annotated[Path, typer.Argument(metavar="RUN_DIR|CKPT", help="A run or model directory, or a .ckpt.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for the PNGs (default RUN_DIR/visualize).")] = None,
+    images: Annotated[int, typer.Option("--images", min=1, help="Test images in the Grad-CAM grid.")] = 16,
+    as_json: JsonFlag = False,
+) -> None:
+    """First-layer kernels (the paper's Figure 3), Grad-CAM heatmaps over test images and the nearest training
+    images in feature space (Figure 4), as PNGs."""
+    from alexnet.visualize.figures import visualize
+
+    written = visualize(source, out, images=images)
+    if as_json:
+        _print_json(written)
+        return
+    for name, path in written.items():
+        typer.echo(f"{name}: {path}")
+
+
+@app.command("features")
+def features_command(
+    source: SourceArg,
+    inputs: Annotated[list[Path], typer.Argument(metavar="IMAGE_OR_DIR...", help="Image files and folders.")],
+    layer: Annotated[
+        str, typer.Option("--layer", help="A module name (features.10, classifier.4, avgpool) or penultimate.")
+    ] = "penultimate",
+    out: Annotated[Path, typer.Option("--out", help="Where to write the (N, D) float32 array (.npy).")] = Path(
+        "features.npy"
+    ),
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 64,
+    precision: PrecisionOption = "auto",
+) -> None:
+    """Features of image files from a named layer, (N, D) in a .npy file, and the images' paths in the same
+    order beside it (FILE.txt); exit 2 if any image could not be read."""
+    import io
+
+    import numpy as np
+
+    from alexnet.atomic import atomic_path, write_text
+    from alexnet.inference import load_classifier
+    from alexnet.visualize.features import features_of_files
+
+    classifier = load_classifier(source, precision=precision)
+    paths, features, failed = features_of_files(classifier, inputs, layer, batch_size=batch_size)
+    for path, why in failed:
+        typer.echo(f"alexnet: error: {path}: {why}", err=True)
+    buffer = io.BytesIO()
+    np.save(buffer, features)
+    with atomic_path(out) as temporary:
+        temporary.write_bytes(buffer.getvalue())
+    write_text(out.with_suffix(".txt"), "".join(f"{p}\n" for p in paths))
+    typer.echo(f"{out}: {features.shape[0]} x {features.shape[1] if features.ndim == 2 else 0} features of {layer}")
+    if failed:
+        raise typer.Exit(2)
+
+
 def configure_logging() -> None:
     """Our progress lines on stderr, one per epoch."""
     handler = logging.StreamHandler(sys.stderr)

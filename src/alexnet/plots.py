@@ -15,7 +15,8 @@ import numpy as np  # noqa: E402
 from alexnet.atomic import atomic_path  # noqa: E402
 
 
-def _save(figure, path: Path) -> None:
+def save_figure(figure, path: Path) -> None:
+    """Write ``figure`` to ``path`` as PNG, atomically, and close it."""
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=110, bbox_inches="tight")
     plt.close(figure)
@@ -40,7 +41,7 @@ def plot_curves(rows: Sequence[dict[str, str]], path: Path, title: str) -> None:
         ax.legend()
     acc_ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     figure.suptitle(title)
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: Path, title: str) -> None:
@@ -70,7 +71,7 @@ def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: Path, title
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_predictions(
@@ -93,4 +94,4 @@ def plot_predictions(
             f"{classes[true]}\n{'✗ ' if wrong else ''}{classes[guess]}", fontsize=7, color="red" if wrong else "black"
         )
     figure.suptitle(f"{title} (true / predicted; wrong in red)", fontsize=9)
-    _save(figure, path)
+    save_figure(figure, path)

@@ -36,7 +36,8 @@ def collect_images(inputs: Sequence[Path | str]) -> list[tuple[Path, str | None]
     return found
 
 
-def _decode(path: Path, size: int) -> np.ndarray | str:
+def read_image(path: Path, size: int) -> np.ndarray | str:
+    """uint8 (C, size, size) as the training images were stored, or the reason the file could not be read."""
     try:
         return decode_image(path, size)
     except Exception as error:  # PIL raises many types for unreadable, truncated or non-image files
@@ -66,7 +67,7 @@ def iter_predictions(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for first in range(0, len(entries), batch_size):
             chunk = entries[first : first + batch_size]
-            decoded = list(pool.map(lambda e: e[1] or _decode(e[0], classifier.storage_size), chunk))
+            decoded = list(pool.map(lambda e: e[1] or read_image(e[0], classifier.storage_size), chunk))
             good = [i for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
             rows: dict[int, dict[str, Any]] = {}
             if good:

@@ -40,7 +40,9 @@ def build(arch: p.Architecture) -> ConvNet:
     """The ``nn.Module`` for a plan, initialised as the plan says (nothing is filled on the meta device)."""
     features = nn.Sequential(*map(_module, arch.features))
     classifier = nn.Sequential(*map(_module, arch.classifier))
-    model = ConvNet(features, arch.pool_size, classifier, first_conv=arch.first_conv, head=arch.head)
+    model = ConvNet(
+        features, arch.pool_size, classifier, first_conv=arch.first_conv, last_conv=arch.last_conv, head=arch.head
+    )
     if has_values(model):
         INITIALISERS[arch.init](model)
     return model

@@ -15,14 +15,21 @@ class ConvNet(nn.Module):
     """
 
     def __init__(
-        self, features: nn.Sequential, pool_size: int, classifier: nn.Sequential, *, first_conv: str, head: str
+        self,
+        features: nn.Sequential,
+        pool_size: int,
+        classifier: nn.Sequential,
+        *,
+        first_conv: str,
+        last_conv: str,
+        head: str,
     ) -> None:
         super().__init__()
         self.features = features
         self.avgpool = nn.AdaptiveAvgPool2d((pool_size, pool_size))
         self.classifier = classifier
         # state_dict prefixes, declared by the plan: weight loading, whitening and explanations read them.
-        self.first_conv_name, self.head_name = first_conv, head
+        self.first_conv_name, self.last_conv_name, self.head_name = first_conv, last_conv, head
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images (N, C, H, W) float -> logits (N, num_classes)."""

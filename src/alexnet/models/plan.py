@@ -171,6 +171,12 @@ class Architecture:
         return next(f"features.{i}" for i, layer in enumerate(self.features) if isinstance(layer, Conv))
 
     @property
+    def last_conv(self) -> str:
+        """``state_dict`` prefix of the last convolution: where Grad-CAM looks."""
+        last = max(i for i, layer in enumerate(self.features) if isinstance(layer, Conv))
+        return f"features.{last}"
+
+    @property
     def head(self) -> str:
         """``state_dict`` prefix of the output layer (``classifier.6``): replaced when the classes change."""
         last = max(i for i, layer in enumerate(self.classifier) if isinstance(layer, Linear))
