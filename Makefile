@@ -12,7 +12,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist
 $(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "alexnet needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH)" -e '.[dev,onnx,visualize]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH)" -e '.[dev,onnx,visualize,serve]'
 	touch $@
 
 # Fashion-MNIST from Debian's dataset-fashion-mnist where apt is there and we are root; elsewhere the

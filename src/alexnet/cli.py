@@ -391,6 +391,22 @@ def features_command(
         raise typer.Exit(2)
 
 
+@app.command("serve")
+def serve_command(
+    source: SourceArg,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (localhost unless told otherwise).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Requests batched into one forward pass.")] = 32,
+) -> None:
+    """A web page (drop an image: top-5 and Grad-CAM) and a JSON API: POST /predict, GET /model, GET /healthz."""
+    from alexnet.serve.app import serve
+
+    typer.echo(f"serving {source} on http://{host}:{port}/ (Ctrl-C stops)", err=True)
+    serve(source, host=host, port=port, max_batch=max_batch)
+
+
 def configure_logging() -> None:
     """Our progress lines on stderr, one per epoch."""
     handler = logging.StreamHandler(sys.stderr)
