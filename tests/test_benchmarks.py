@@ -24,8 +24,8 @@ def _quick(tmp_path, script: str, *args: str) -> list[dict]:
 
 def test_every_benchmark_script_is_covered():
     assert SCRIPTS == [
-        "distributed.py", "inference.py", "pipeline.py", "precision_accuracy.py", "time_to_accuracy.py",
-        "train_throughput.py",
+        "distributed.py", "inference.py", "pipeline.py", "precision_accuracy.py", "serve_load.py",
+        "time_to_accuracy.py", "train_throughput.py",
     ]  # fmt: skip
 
 
