@@ -6,8 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test test-all lint format data clean
+.PHONY: demo test test-all lint format data browser clean
 
 $(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "alexnet needs Python 3.11 or newer")'
@@ -21,6 +22,14 @@ data:
 	@if [ ! -d $(FASHION_MNIST) ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		echo "installing dataset-fashion-mnist"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	fi
+
+# Debian's Chromium for the browser test of `alexnet serve` (slow: CI and test-all); Playwright drives it
+# through its executable path, since Playwright's own browser download cannot reach its servers from here.
+browser:
+	@if [ ! -x $(CHROMIUM) ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
 
 # `alexnet train` with no flags: the default recipe (fashion-mnist) into runs/fashion-mnist-<time>/.
@@ -38,10 +47,10 @@ format: $(STAMP)
 # The fast suite; with CI=true (CI sets it) also the slow tests: real data, torch.compile of every model.
 TEST_MARKERS := $(if $(filter true,$(CI)),not gpu,not slow and not gpu)
 
-test: lint data
+test: lint data $(if $(filter true,$(CI)),browser)
 	$(BIN)/pytest -m "$(TEST_MARKERS)"
 
-test-all: $(STAMP) data
+test-all: $(STAMP) data browser
 	$(BIN)/pytest
 
 clean:
