@@ -78,6 +78,15 @@ def test_lrn_uses_the_papers_formula():
     assert not torch.allclose(F.local_response_norm(x, 5, 1e-4, 0.75, 2.0), expected)
 
 
+@pytest.mark.parametrize("size", [3, 4, 5])
+def test_lrn_window_is_torchs_for_odd_and_even_sizes(size):
+    x = torch.randn(2, 9, 4, 4) * 10
+    expected = F.local_response_norm(x, size, 1e-3 * size, 0.75, 2.0)
+    torch.testing.assert_close(LocalResponseNorm(size, 1e-3, 0.75, 2.0)(x), expected)
+    channels_last = x.to(memory_format=torch.channels_last)
+    torch.testing.assert_close(LocalResponseNorm(size, 1e-3, 0.75, 2.0)(channels_last), expected)
+
+
 def test_lrn_per_tower_never_mixes_towers():
     x = torch.randn(1, 8, 2, 2)
     per_tower = LocalResponseNorm(groups=2)(x)
