@@ -49,10 +49,15 @@ def test_gradcam_highlights_what_the_class_depends_on():
     assert heat[:, :, :12].mean() > 2 * heat[:, :, 20:].mean()
 
 
-def test_visualize_needs_the_runs_data(tmp_path):
+def test_visualize_needs_the_runs_data_and_the_pytorch_weights(tmp_path):
+    from alexnet.export import export_onnx
+
     run = write_model_dir(tmp_path / "run", data=DataSpec("mnist", str(tmp_path / "nowhere")))
     with pytest.raises(InputError, match="nowhere"):
         visualize(run)
+    export_onnx(run, check_images=2)
+    with pytest.raises(InputError, match="visualize needs the PyTorch weights"):
+        visualize(run / "model.onnx")
 
 
 def test_kernels_of_a_two_tower_network_come_in_two_blocks(tmp_path):

@@ -134,6 +134,8 @@ def visualize(source: Path | str, out: Path | str | None = None, *, images: int 
     from alexnet.data.datasets import load_splits
 
     classifier = load_classifier(source, precision="fp32")
+    if not hasattr(classifier.model, "first_conv_name"):
+        raise InputError(f"{source}: visualize needs the PyTorch weights (a run or model directory), not ONNX")
     card = classifier.card
     if card.data is None:
         raise InputError(f"{classifier.folder}: its model card names no dataset to draw images from")
