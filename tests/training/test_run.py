@@ -322,3 +322,16 @@ def test_set_names_a_setting_and_a_yaml_value(tmp_path, data_root, capsys):
     assert main(["train", *TINY, "--root", str(data_root), "--set", "lookahead", "--out", str(out)]) == 2
     assert "--set takes KEY=VALUE" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_last_checkpoint_is_the_last_epoch_even_when_validation_stalls(tmp_path, data_root):
+    # lr 0 and frozen BatchNorm statistics: the weights never change, so val_acc never improves after epoch 0.
+    run = tmp_path / "run"
+    flags = ["--lr", "0", "--schedule", "constant", "--bn-momentum", "0", "--dropout", "0"]
+    assert _train(tmp_path, data_root, run, *flags, epochs=3) == 0
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    best = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
+    assert last["epoch"] == 2 and best["epoch"] == 0
+    # Extending the run continues from its last epoch, not from the best one.
+    assert main(["train", "--resume", str(run), "--epochs", "4"]) == 0
+    assert [int(r["epoch"]) for r in _metrics(run)] == [0, 1, 2, 3]

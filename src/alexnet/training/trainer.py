@@ -59,14 +59,23 @@ def build_trainer(
     monitor = {"monitor": "val_acc", "mode": "max"} if has_validation else {}
     callbacks = [
         EpochMetrics(run_dir / "metrics.csv", log_lines=not interactive, world_size=layout.world_size),
+        # best.ckpt first: trainer.checkpoint_callback (the best weights, tested at the end) is the first one.
         ModelCheckpoint(
             dirpath=checkpoints,
             filename="best",
-            save_last=True,
             save_top_k=1,
             save_on_train_epoch_end=True,
             enable_version_counter=False,
             **monitor,
+        ),
+        # last.ckpt every epoch, by its own callback: Lightning's save_last writes it only in an epoch whose
+        # top-k checkpoint was saved, so a stalled validation left it epochs behind.
+        ModelCheckpoint(
+            dirpath=checkpoints,
+            filename="last",
+            save_top_k=1,
+            save_on_train_epoch_end=True,
+            enable_version_counter=False,
         ),
         LearningRateMonitor(logging_interval="epoch"),
         GracefulStop(checkpoints / "last.ckpt"),
