@@ -49,6 +49,14 @@ def test_gradcam_highlights_what_the_class_depends_on():
     assert heat[:, :, :12].mean() > 2 * heat[:, :, 20:].mean()
 
 
+def test_gradcam_after_inference_on_a_network_with_lrn():
+    model = get_model("alexnet_paper", num_classes=3, hidden=[8]).eval()
+    images = torch.rand(2, 3, 67, 67)
+    with torch.inference_mode():
+        model(images)  # as visualize predicts first; nothing made here may leak into the backward pass
+    assert _gradcam(model, images, torch.tensor([0, 1])).shape == (2, 67, 67)
+
+
 def test_visualize_needs_the_runs_data_and_the_pytorch_weights(tmp_path):
     from alexnet.export import export_onnx
 

@@ -75,20 +75,17 @@ class LocalResponseNorm(nn.Module):
     def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0, groups: int = 1):
         super().__init__()
         self.size, self.alpha, self.beta, self.k, self.groups = size, alpha, beta, k, groups
-        self._bands: dict[tuple, torch.Tensor] = {}  # not a buffer: the state_dict stays torchvision's
 
     def band(self, channels: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """(C, C, 1, 1): 1 where channel j is in channel i's window (i - size//2 .. i + (size-1)//2, as
-        torch's kernel pads) and in the same tower, else 0."""
-        key = (channels, device, dtype)
-        if key not in self._bands:
-            index = torch.arange(channels)
-            offset = index[None, :] - index[:, None]  # j - i
-            inside = (offset >= -(self.size // 2)) & (offset <= (self.size - 1) // 2)
-            tower = channels // self.groups
-            inside &= (index[:, None] // tower) == (index[None, :] // tower)
-            self._bands[key] = inside.to(device=device, dtype=dtype)[:, :, None, None]
-        return self._bands[key]
+        torch's kernel pads) and in the same tower, else 0. Built on each call (microseconds), not kept: a
+        tensor made under inference mode could not take part in a later backward pass (Grad-CAM's)."""
+        index = torch.arange(channels, device=device)
+        offset = index[None, :] - index[:, None]  # j - i
+        inside = (offset >= -(self.size // 2)) & (offset <= (self.size - 1) // 2)
+        tower = channels // self.groups
+        inside &= (index[:, None] // tower) == (index[None, :] // tower)
+        return inside.to(dtype)[:, :, None, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sums = F.conv2d(x * x, self.band(x.shape[1], x.device, x.dtype))
