@@ -1,4 +1,5 @@
 import pytest
+import yaml
 
 from alexnet.errors import InputError
 from alexnet.training.config import DEFAULT_RECIPE, TrainConfig, read_recipe, recipe_names, resolve_config
@@ -54,3 +55,34 @@ def test_every_recipe_reads_and_resolves():
 def test_unknown_recipe():
     with pytest.raises(InputError, match="unknown recipe 'imagenet'; recipes: .*fashion-mnist"):
         resolve_config(recipe="imagenet")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"lr": -1}, "lr must be between 0 and 1,000, not -1"),
+        ({"seed": -1}, "seed must be between 0 and 4,294,967,295, not -1"),
+        ({"image_size": 100_000}, "image_size must be between 1 and 4,096, not 100000"),
+        ({"epochs": -3}, "epochs must be between 1 and"),
+        ({"epochs": 1.5}, "epochs must be a whole number, not 1.5"),
+        ({"epochs": None}, "epochs must be a number, not None"),
+        ({"model": {"a": 1}}, "model must be text"),
+        ({"hidden": [0, -5]}, "hidden widths must be positive"),
+    ],
+)
+def test_every_source_of_settings_is_checked_in_one_place(tmp_path, settings, message):
+    with pytest.raises(InputError, match=message):
+        TrainConfig().replace(**settings)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    with pytest.raises(InputError, match=message):
+        resolve_config(config_file=path)
+
+
+def test_config_files_that_are_not_utf8_or_have_odd_keys(tmp_path):
+    (tmp_path / "latin1.yaml").write_bytes("epochs: 3 # caf\xe9\n".encode("latin-1"))
+    with pytest.raises(InputError, match="latin1.yaml: not UTF-8 text"):
+        resolve_config(config_file=tmp_path / "latin1.yaml")
+    (tmp_path / "keys.yaml").write_text("1: 2\n")
+    with pytest.raises(InputError, match="keys.yaml: setting names must be text"):
+        resolve_config(config_file=tmp_path / "keys.yaml")

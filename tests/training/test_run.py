@@ -335,3 +335,11 @@ def test_last_checkpoint_is_the_last_epoch_even_when_validation_stalls(tmp_path,
     # Extending the run continues from its last epoch, not from the best one.
     assert main(["train", "--resume", str(run), "--epochs", "4"]) == 0
     assert [int(r["epoch"]) for r in _metrics(run)] == [0, 1, 2, 3]
+
+
+def test_an_out_that_is_a_file_or_unwritable_is_one_line(tmp_path, data_root, capsys):
+    (tmp_path / "taken").write_text("a file")
+    assert _train(tmp_path, data_root, tmp_path / "taken") == 2
+    assert "taken: is a file; --out takes a folder" in capsys.readouterr().err
+    assert _train(tmp_path, data_root, tmp_path / "taken" / "run") == 2
+    assert "a file stands where a folder is needed" in capsys.readouterr().err

@@ -168,13 +168,12 @@ class GracefulStop(pl.Callback):
             trainer.save_checkpoint(self.checkpoint)
             raise Interrupted(self.received, self.checkpoint)
 
-    # Checked after every training and validation step and at each epoch end: always before Lightning's own
-    # SIGTERM check, which would exit with status 0 and no checkpoint.
+    # Checked after every training step and at each epoch end: always before Lightning's own SIGTERM check,
+    # which would exit with status 0 and no checkpoint. Once an epoch's last step is done, the stop waits for
+    # the epoch's end (its validation, its metrics row): a checkpoint taken between the last step and the
+    # epoch's end resumes into the next epoch, and that epoch's row and validation were lost.
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._stop_if_signalled(trainer)
-
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if trainer.training:
+        if batch_idx + 1 < trainer.num_training_batches:
             self._stop_if_signalled(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:

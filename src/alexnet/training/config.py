@@ -99,10 +99,12 @@ class TrainConfig:
     recipe: str | None = None  # the recipe these settings started from (informational)
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "devices", "num_nodes", "lookahead_steps", "image_size", "in_channels"):
+        # Every source of settings (defaults, recipe, config file, flags, --set, a resumed run) ends here.
+        for name, (low, high) in _BOUNDS.items():
             value = getattr(self, name)
-            if value is not None and value < 1:
-                raise InputError(f"{name} must be at least 1, not {value}")
+            if value is not None and not (low <= value <= high):
+                shown = f"{int(high):,}" if float(high).is_integer() else high
+                raise InputError(f"{name} must be between {low} and {shown}, not {value}")
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes``; unknown names or wrongly typed values raise ``InputError``."""
@@ -115,6 +117,16 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (lists for tuples), safe for YAML, JSON and ``torch.load(weights_only=True)``."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+# The settings whose values have bounds (inclusive), checked whatever set them. image_size and storage_size
+# stop a typo from allocating terabytes (a 100,000-px batch); the seed is numpy's and torch's range.
+_BOUNDS: dict[str, tuple[float, float]] = {
+    "epochs": (1, 1e6), "batch_size": (1, 1e6), "devices": (1, 4096), "num_nodes": (1, 4096),
+    "lookahead_steps": (1, 1e6), "image_size": (1, 4096), "in_channels": (1, 64), "storage_size": (8, 4096),
+    "lr": (0, 1e3), "seed": (0, 2**32 - 1), "dropout": (0, 1), "momentum": (0, 1), "weight_decay": (0, 1),
+    "label_smoothing": (0, 1), "head_epochs": (0, 1e6), "warmup_epochs": (0, 1e6), "grad_clip": (0, 1e9),
+}  # fmt: skip
 
 
 def _field_type(name: str) -> tuple[Any, bool]:
@@ -147,6 +159,9 @@ def _coerce(spec: dataclasses.Field, value: Any) -> Any:
             value = _yaml_value(value, spec.name)
         if not isinstance(value, dict):
             raise InputError(f"{spec.name} must be a mapping such as {{towers: 1}}, not {value!r}")
+    elif kind is str:
+        if not isinstance(value, str):
+            raise InputError(f"{spec.name} must be text, not {value!r}")
     elif kind is bool:
         if not isinstance(value, bool):
             raise InputError(f"{spec.name} must be true or false, not {value!r}")
@@ -261,10 +276,14 @@ def read_config_file(path: Path) -> dict[str, Any]:
         document = yaml.safe_load(Path(path).read_text())
     except OSError as error:
         raise InputError(f"{path}: cannot be read ({error.strerror})") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as error:
         raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(document, dict):
         raise InputError(f"{path}: expected a mapping of settings, found {type(document).__name__}")
+    if not all(isinstance(key, str) for key in document):
+        raise InputError(f"{path}: setting names must be text, found {[k for k in document if not isinstance(k, str)]}")
     document.pop("description", None)
     return document
 

@@ -182,9 +182,10 @@ def prepare(
     if layout.world_size > 1:
         os.environ[RUN_DIR_ENV] = str(run_dir)
     if layout.is_zero:
+        if run_dir.exists() and not run_dir.is_dir():
+            raise InputError(f"{run_dir}: is a file; --out takes a folder for the run")
         if resume is None and run_dir.exists() and any(run_dir.iterdir()):
             raise InputError(f"{run_dir}: already holds files; choose another --out or --resume it")
-        run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         card.write(run_dir)  # now, so that the checkpoints of an unfinished run can be evaluated
     return PreparedRun(
