@@ -12,3 +12,11 @@ class TrainingStopped(RuntimeError):
     def __init__(self, exit_code: int, message: str) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def first_line(error: BaseException, limit: int = 160) -> str:
+    """An exception's message for a one-line error: its first line (its type when it has none), cut at a
+    word boundary when longer than ``limit``."""
+    lines = str(error).strip().splitlines()
+    text = lines[0].strip() if lines else type(error).__name__
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."

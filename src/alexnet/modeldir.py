@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from alexnet.atomic import atomic_path
-from alexnet.errors import InputError
+from alexnet.errors import InputError, first_line
 from alexnet.modelcard import FORMAT_VERSION, ModelCard
 
 WEIGHTS_FILE = "model.safetensors"
@@ -50,8 +50,14 @@ def read_torch_weights(path: Path, *, what: str = "weights file") -> dict[str, t
 
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
-        raise InputError(f"{path}: not a readable {what} ({str(error).splitlines()[0][:120]})") from None
+    except pickle.UnpicklingError:
+        # torch's own message advises loading with weights_only=False: never advice to give about a file
+        # someone handed us.
+        raise InputError(
+            f"{path}: not a readable {what} (it holds Python objects, not only tensors; refused)"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError) as error:
+        raise InputError(f"{path}: not a readable {what} ({first_line(error)})") from None
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         state = loaded["state_dict"]
         for prefix in ("ema.module.", "model."):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from alexnet.errors import InputError
+from alexnet.errors import InputError, first_line
 from alexnet.extras import require
 from alexnet.modelcard import ModelCard
 
@@ -24,7 +24,7 @@ class OnnxModel(torch.nn.Module):
         try:
             self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own types for unreadable or invalid graphs
-            raise InputError(f"{path}: not a readable ONNX model ({str(error).splitlines()[0][:160]})") from None
+            raise InputError(f"{path}: not a readable ONNX model ({first_line(error)})") from None
         self.path = path
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -38,7 +38,7 @@ def read_onnx_card(path: Path) -> ModelCard:
     try:
         proto = onnx.load_model(str(path), load_external_data=False)
     except Exception as error:  # protobuf's DecodeError and friends
-        raise InputError(f"{path}: not a readable ONNX model ({str(error).splitlines()[0][:160]})") from None
+        raise InputError(f"{path}: not a readable ONNX model ({first_line(error)})") from None
     metadata = {entry.key: entry.value for entry in proto.metadata_props}
     if CARD_KEY not in metadata:
         raise InputError(f"{path}: no {CARD_KEY} in its metadata (not exported by alexnet export)")

@@ -14,7 +14,7 @@ import torch
 
 from alexnet.data.decode import decode_image
 from alexnet.data.folder import IMAGE_SUFFIXES, list_images
-from alexnet.errors import InputError
+from alexnet.errors import InputError, first_line
 from alexnet.inference import Classifier, load_classifier
 from alexnet.tta import check_tta
 
@@ -41,7 +41,7 @@ def read_image(path: Path, size: int) -> np.ndarray | str:
     try:
         return decode_image(path, size)
     except Exception as error:  # PIL raises many types for unreadable, truncated or non-image files
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = first_line(error)
         return f"cannot read image ({reason})"
 
 

@@ -60,10 +60,10 @@ def test_unknown_recipe():
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"lr": -1}, "lr must be between 0 and 1,000, not -1"),
+        ({"lr": -1}, "lr must be at least 0, not -1"),
         ({"seed": -1}, "seed must be between 0 and 4,294,967,295, not -1"),
         ({"image_size": 100_000}, "image_size must be between 1 and 4,096, not 100000"),
-        ({"epochs": -3}, "epochs must be between 1 and"),
+        ({"epochs": -3}, "epochs must be at least 1, not -3"),
         ({"epochs": 1.5}, "epochs must be a whole number, not 1.5"),
         ({"epochs": None}, "epochs must be a number, not None"),
         ({"model": {"a": 1}}, "model must be text"),

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from alexnet.cli import main
+from alexnet.errors import InputError
 
 from fileformats import write_learnable_mnist
 
@@ -343,3 +344,44 @@ def test_an_out_that_is_a_file_or_unwritable_is_one_line(tmp_path, data_root, ca
     assert "taken: is a file; --out takes a folder" in capsys.readouterr().err
     assert _train(tmp_path, data_root, tmp_path / "taken" / "run") == 2
     assert "a file stands where a folder is needed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage, not a zip", "hostile"])
+def test_resume_from_a_broken_or_hostile_checkpoint_is_one_line(tmp_path, data_root, capsys, content):
+    run = tmp_path / "run"
+    assert _train(tmp_path, data_root, run, epochs=1) == 0
+    capsys.readouterr()
+    last = run / "checkpoints" / "last.ckpt"
+    if content == "hostile":
+        torch.save({"state_dict": {}, "hook": print}, last)  # a pickled function: refused, never run
+    else:
+        last.write_bytes(content)
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "last.ckpt: not a readable checkpoint" in err and "weights_only=False" not in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_run_is_not_marked_finished_without_its_exported_model(tmp_path, data_root, monkeypatch):
+    import alexnet.modeldir as modeldir
+
+    def full_disk(*args, **kwargs):
+        raise InputError("model.safetensors: no space left on the device")
+
+    monkeypatch.setattr(modeldir, "save_model_dir", full_disk)
+    run = tmp_path / "run"
+    assert _train(tmp_path, data_root, run, epochs=1) == 2
+    assert not (run / "report.json").exists() and (run / "checkpoints" / "last.ckpt").exists()
+
+
+def test_one_class_is_a_one_line_error(tmp_path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "only" / "cats"
+    folder.mkdir(parents=True)
+    for i in range(4):
+        Image.new("RGB", (16, 16), (i * 40, 0, 0)).save(folder / f"{i}.png")
+    code = main(["train", "--data", f"folder:{tmp_path / 'only'}", "--root", str(tmp_path / "cache"),
+                 "--out", str(tmp_path / "run"), "--epochs", "1"])  # fmt: skip
+    assert code == 2 and "found 1 class; a classifier needs two or more" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from alexnet.data.decode import decode_image
+from alexnet.errors import first_line
 from alexnet.extras import require
 from alexnet.inference import Classifier, load_classifier
 from alexnet.serve.batching import Batcher
@@ -59,7 +60,7 @@ def decode_upload(data: bytes, size: int, *, max_pixels: int = MAX_PIXELS) -> np
         except Image.UnidentifiedImageError:
             raise BadImage(415, "not an image PIL can read (JPEG, PNG, BMP, WebP, TIFF, GIF)") from None
         except (OSError, ValueError, SyntaxError) as error:
-            raise BadImage(400, f"corrupt or truncated image ({str(error).splitlines()[0][:120]})") from None
+            raise BadImage(400, f"corrupt or truncated image ({first_line(error, 120)})") from None
 
 
 class Service:

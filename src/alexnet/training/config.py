@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import re
 import types
 import typing
@@ -19,7 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
-from alexnet.errors import InputError
+from alexnet.errors import InputError, first_line
 from alexnet.runtime import PRECISIONS
 from alexnet.tta import TTA_MODES
 
@@ -103,6 +104,8 @@ class TrainConfig:
         for name, (low, high) in _BOUNDS.items():
             value = getattr(self, name)
             if value is not None and not (low <= value <= high):
+                if high == math.inf:
+                    raise InputError(f"{name} must be at least {low}, not {value}")
                 shown = f"{int(high):,}" if float(high).is_integer() else high
                 raise InputError(f"{name} must be between {low} and {shown}, not {value}")
 
@@ -122,10 +125,11 @@ class TrainConfig:
 # The settings whose values have bounds (inclusive), checked whatever set them. image_size and storage_size
 # stop a typo from allocating terabytes (a 100,000-px batch); the seed is numpy's and torch's range.
 _BOUNDS: dict[str, tuple[float, float]] = {
-    "epochs": (1, 1e6), "batch_size": (1, 1e6), "devices": (1, 4096), "num_nodes": (1, 4096),
-    "lookahead_steps": (1, 1e6), "image_size": (1, 4096), "in_channels": (1, 64), "storage_size": (8, 4096),
-    "lr": (0, 1e3), "seed": (0, 2**32 - 1), "dropout": (0, 1), "momentum": (0, 1), "weight_decay": (0, 1),
-    "label_smoothing": (0, 1), "head_epochs": (0, 1e6), "warmup_epochs": (0, 1e6), "grad_clip": (0, 1e9),
+    "epochs": (1, math.inf), "batch_size": (1, math.inf), "devices": (1, math.inf), "num_nodes": (1, math.inf),
+    "lookahead_steps": (1, math.inf), "image_size": (1, 4096), "in_channels": (1, math.inf),
+    "storage_size": (8, 4096), "lr": (0, math.inf), "seed": (0, 2**32 - 1), "dropout": (0, 1), "momentum": (0, 1),
+    "weight_decay": (0, math.inf), "label_smoothing": (0, 1), "head_epochs": (0, math.inf),
+    "warmup_epochs": (0, math.inf), "grad_clip": (0, math.inf),
 }  # fmt: skip
 
 
@@ -279,7 +283,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise InputError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as error:
-        raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+        raise InputError(f"{path}: not valid YAML ({first_line(error)})") from None
     if not isinstance(document, dict):
         raise InputError(f"{path}: expected a mapping of settings, found {type(document).__name__}")
     if not all(isinstance(key, str) for key in document):

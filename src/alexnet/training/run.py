@@ -158,6 +158,8 @@ def prepare(
         raise InputError(
             f"{config.model} cannot take {image_size}x{image_size} images; the smallest it takes is {smallest}"
         )
+    if len(dataset.train.classes) < 2:
+        raise InputError(f"{config.data}: found {len(dataset.train.classes)} class; a classifier needs two or more")
     if (config.freeze != "none" or config.head_epochs > 0) and config.pretrained is None:
         raise InputError("--freeze and --head-epochs fine-tune pretrained weights; give --pretrained SRC")
     batch_size = fit_batch_size(config.batch_size, len(dataset.train), layout.world_size)
@@ -239,9 +241,9 @@ def _stops(run_dir: Path) -> Iterator[None]:
             128 + (2 if error.signal_name == "SIGINT" else 15), f"{error}; continue with: {resume}"
         ) from None
     except NonFiniteLoss as error:
-        raise TrainingStopped(
-            1, f"error: {error}; the last good checkpoint is kept (lower --lr, or clip gradients)"
-        ) from None
+        kept = (run_dir / "checkpoints" / "last.ckpt").exists()
+        where = "the last good checkpoint is kept" if kept else "no epoch had finished, so there is no checkpoint"
+        raise TrainingStopped(1, f"error: {error}; {where} (lower --lr, or clip gradients)") from None
     except Exception as error:
         if not is_peer_failure(error):
             raise
@@ -353,8 +355,9 @@ def finalize(run: PreparedRun, engine: Engine, fit_time_s: float) -> dict | None
         "run_dir": str(run.run_dir),
         "config": config.to_dict(),
     }
-    write_text(run.run_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    # The exported model first: report.json is what marks a run finished, so it is never there without it.
     save_model_dir(engine.task.evaluated, run.run_dir, replace(run.card, test_top1=report.get("test_top1")))
+    write_text(run.run_dir / "report.json", json.dumps(report, indent=2) + "\n")
     return report
 
 
@@ -400,5 +403,8 @@ def load_resume(run_dir: Path, overrides: dict) -> TrainConfig:
         raise InputError(
             f"--resume continues a run as configured; only {changeable} may change, not {', '.join(refused)}"
         )
+    from alexnet.modeldir import read_torch_weights
+
+    read_torch_weights(checkpoint, what="checkpoint")  # a truncated, empty or hostile file fails here, in one line
     settings = read_config_file(run_dir / "config.yaml")
     return TrainConfig().replace(**settings).replace(**{k: v for k, v in overrides.items() if v is not None})
