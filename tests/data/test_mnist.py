@@ -82,3 +82,24 @@ def test_download_fetches_all_four_official_files(tmp_path, monkeypatch):
         "bdb82020997e1d708af4cf47b453dcf7",
     )
     assert len(calls) == 4
+
+
+def test_an_idx_gzip_bomb_is_refused_from_its_header_in_bounded_memory(tmp_path):
+    import tracemalloc
+
+    header = b"\x00\x00\x08\x03" + (1).to_bytes(4, "big") + (28).to_bytes(4, "big") + (28).to_bytes(4, "big")
+    with gzip.open(tmp_path / "bomb.gz", "wb", compresslevel=9) as f:
+        f.write(header)
+        for _ in range(50):
+            f.write(bytes(4 * 2**20))  # 200 MiB of zeros behind a header that declares 784 bytes
+    assert (tmp_path / "bomb.gz").stat().st_size < 2**20
+    tracemalloc.start()
+    with pytest.raises(InputError, match=r"header promises \(1, 28, 28\) = 784 bytes, file holds 784\+"):
+        read_idx(tmp_path / "bomb.gz", expect_dims=3)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 * 2**20
+    huge = b"\x00\x00\x08\x03" + (2**32 - 1).to_bytes(4, "big") * 3
+    (tmp_path / "huge").write_bytes(huge)
+    with pytest.raises(InputError, match="over the 1,073,741,824 read"):
+        read_idx(tmp_path / "huge", expect_dims=3)

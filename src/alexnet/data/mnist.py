@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from alexnet.data.download import download
 from alexnet.data.imageset import Dataset, ImageSet
-from alexnet.errors import InputError
+from alexnet.errors import InputError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -84,26 +85,39 @@ DATASETS = {
 }
 
 
+MAX_IDX_BYTES = 2**30  # the largest IDX payload read (the MNIST family's largest is 47 MB)
+
+
 def read_idx(path: Path, *, expect_dims: int) -> np.ndarray:
-    """An IDX file of unsigned bytes (gzip detected by content, not by name), checked against its header."""
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as error:
-            raise InputError(f"{path}: broken gzip stream ({error})") from None
-    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08:
-        raise InputError(f"{path}: not an IDX file of unsigned bytes (magic {raw[:4].hex() or 'missing'})")
-    dims = raw[3]
-    if dims != expect_dims:
-        raise InputError(f"{path}: has {dims} dimensions, expected {expect_dims}")
-    header = 4 + 4 * dims
-    shape = tuple(int(d) for d in np.frombuffer(raw[4:header], dtype=">u4"))
-    if len(raw) - header != int(np.prod(shape)):
-        raise InputError(
-            f"{path}: header promises {shape} = {int(np.prod(shape))} bytes, file holds {len(raw) - header}"
-        )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    """An IDX file of unsigned bytes (gzip detected by content, not by name), checked against its header.
+
+    The header is read first and the payload streamed: memory is bounded by what the header declares (and
+    by ``MAX_IDX_BYTES``), so a small gzip that inflates to gigabytes is refused after a few bytes.
+    """
+    with open(path, "rb") as probe:
+        packed = probe.read(2) == b"\x1f\x8b"
+    try:
+        with gzip.open(path, "rb") if packed else open(path, "rb") as f:
+            magic = f.read(4)
+            if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] != 0x08:
+                raise InputError(f"{path}: not an IDX file of unsigned bytes (magic {magic.hex() or 'missing'})")
+            dims = magic[3]
+            if dims != expect_dims:
+                raise InputError(f"{path}: has {dims} dimensions, expected {expect_dims}")
+            sizes = f.read(4 * dims)
+            if len(sizes) < 4 * dims:
+                raise InputError(f"{path}: header cut short")
+            shape = tuple(int.from_bytes(sizes[4 * i : 4 * i + 4], "big") for i in range(dims))
+            size = math.prod(shape)  # Python ints: no overflow
+            if size > MAX_IDX_BYTES:
+                raise InputError(f"{path}: header declares {shape} = {size:,} bytes, over the {MAX_IDX_BYTES:,} read")
+            payload = f.read(size + 1)
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        raise InputError(f"{path}: broken gzip stream ({first_line(error)})") from None
+    if len(payload) != size:
+        held = f"{len(payload) - 1:,}+" if len(payload) > size else f"{len(payload):,}"
+        raise InputError(f"{path}: header promises {shape} = {size} bytes, file holds {held}")
+    return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
 
 
 def _find(folder: Path, stem: str) -> Path | None:
