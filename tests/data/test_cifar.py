@@ -150,3 +150,29 @@ def test_tarball_symlink_member_is_refused(tmp_path):
     with pytest.raises(InputError, match="'cifar-10-batches-py/link' is a link or device"):
         extract_safely(path, tmp_path)
     assert not (tmp_path / "cifar-10-batches-py").exists()
+
+
+@pytest.mark.parametrize(
+    ("labels", "rows", "message"),
+    [
+        (["cat"] * 6, 6, "must be whole numbers"),
+        ([[1, 2]] * 6, 6, "must hold one label per image"),
+        (7, 6, "must be a list of labels, not int"),
+        ([2**70] * 6, 6, "must be whole numbers"),
+        ([], 0, "holds no images"),
+    ],
+)
+def test_malformed_labels_and_empty_batches_are_one_line_errors(tmp_path, labels, rows, message):
+    write_cifar10(tmp_path / "cifar-10-batches-py")
+    batch = {b"data": np.zeros((rows, 3072), np.uint8), b"labels": labels}
+    (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(pickle.dumps(batch))
+    with pytest.raises(InputError, match=f"data_batch_1: .*{message}"):
+        load_cifar("cifar10", tmp_path)
+
+
+def test_a_batch_that_is_a_folder_is_named(tmp_path):
+    write_cifar10(tmp_path / "cifar-10-batches-py")
+    (tmp_path / "cifar-10-batches-py" / "data_batch_1").unlink()
+    (tmp_path / "cifar-10-batches-py" / "data_batch_1").mkdir()
+    with pytest.raises(InputError, match="data_batch_1: cannot be read"):
+        load_cifar("cifar10", tmp_path)

@@ -12,7 +12,7 @@ import numpy as np
 
 from alexnet.data.download import download, file_md5
 from alexnet.data.imageset import Dataset, ImageSet
-from alexnet.errors import InputError
+from alexnet.errors import InputError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,9 @@ def read_batch(path: Path) -> dict[str, object]:
         with open(path, "rb") as f:
             raw = _BatchUnpickler(f, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
-        raise InputError(f"{path}: not a CIFAR batch file ({error})") from None
+        raise InputError(f"{path}: not a CIFAR batch file ({first_line(error)})") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot be read ({error.strerror or first_line(error)})") from None
     if not isinstance(raw, dict):
         raise InputError(f"{path}: not a CIFAR batch file (holds a {type(raw).__name__}, not a dict)")
     return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in raw.items()}
@@ -104,9 +106,16 @@ def _images_and_labels(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarr
     data, labels = batch.get("data"), batch.get(label_key)
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise InputError(f"{path}: 'data' must be a uint8 array of N x 3072 pixels")
-    if labels is None or len(labels) != len(data):
+    if len(data) == 0:
+        raise InputError(f"{path}: holds no images")
+    if not isinstance(labels, list | tuple | np.ndarray):
+        raise InputError(f"{path}: {label_key!r} must be a list of labels, not {type(labels).__name__}")
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != len(data):
         raise InputError(f"{path}: {label_key!r} must hold one label per image ({len(data)} images)")
-    return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
+    if labels.dtype.kind not in "iu" or (labels.size and (labels.min() < 0 or labels.max() > 2**31)):
+        raise InputError(f"{path}: {label_key!r} must be whole numbers from 0 (class indices)")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
 def _class_names(folder: Path, fmt: CifarFormat) -> tuple[tuple[str, ...], str | None]:
