@@ -72,6 +72,8 @@ def test_bad_onnx_sources_are_one_line_errors(tmp_path, capsys):
         load_classifier(run / "model.onnx", precision="bf16")
     assert main(["export", str(run), "--format", "tflite"]) == 2
     assert "unknown --format 'tflite'; use onnx" in capsys.readouterr().err
+    assert main(["export", str(run / "model.onnx")]) == 2
+    assert "already an ONNX model" in capsys.readouterr().err
 
 
 def _sizes():

@@ -70,6 +70,8 @@ def export_onnx(
     onnx = require("onnx", "onnx")
     ort = require("onnxruntime", "onnx")
     require("onnxscript", "onnx")
+    if Path(source).suffix == ".onnx":
+        raise InputError(f"{source}: already an ONNX model; export a run, model directory or checkpoint")
     classifier = load_classifier(source, precision="fp32", device="cpu")
     model = classifier.model.to(memory_format=torch.contiguous_format)
     card = classifier.card
