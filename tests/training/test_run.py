@@ -385,3 +385,10 @@ def test_one_class_is_a_one_line_error(tmp_path, capsys):
                  "--out", str(tmp_path / "run"), "--epochs", "1"])  # fmt: skip
     assert code == 2 and "found 1 class; a classifier needs two or more" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_without_validation_keeps_last_and_best(tmp_path, data_root):
+    run = tmp_path / "run"
+    assert _train(tmp_path, data_root, run, "--val-fraction", "0", epochs=2) == 0
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 1 and (run / "checkpoints" / "best.ckpt").exists()

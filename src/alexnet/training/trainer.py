@@ -60,28 +60,29 @@ def build_trainer(
     callbacks = [
         EpochMetrics(run_dir / "metrics.csv", log_lines=not interactive, world_size=layout.world_size),
         # best.ckpt first: trainer.checkpoint_callback (the best weights, tested at the end) is the first one.
+        # Without validation it saves every epoch, and its save_last writes last.ckpt beside it.
         ModelCheckpoint(
             dirpath=checkpoints,
             filename="best",
             save_top_k=1,
+            save_last=not has_validation,
             save_on_train_epoch_end=True,
             enable_version_counter=False,
             **monitor,
-        ),
-        # last.ckpt every epoch, by its own callback: Lightning's save_last writes it only in an epoch whose
-        # top-k checkpoint was saved, so a stalled validation left it epochs behind.
-        ModelCheckpoint(
-            dirpath=checkpoints,
-            filename="last",
-            save_top_k=1,
-            save_on_train_epoch_end=True,
-            enable_version_counter=False,
         ),
         LearningRateMonitor(logging_interval="epoch"),
         GracefulStop(checkpoints / "last.ckpt"),
         ReseedEachEpoch(config.seed),
         *extra_callbacks,
     ]
+    if has_validation:
+        # last.ckpt every epoch, by a callback of its own: Lightning's save_last writes it only in an epoch whose
+        # best.ckpt improved, so a stalled validation left it epochs behind. (Without validation the two would
+        # share Lightning's state key, which it refuses; best.ckpt's save_last then does the job.)
+        last = ModelCheckpoint(
+            dirpath=checkpoints, filename="last", save_on_train_epoch_end=True, enable_version_counter=False
+        )
+        callbacks.insert(2, last)
     if config.early_stopping and has_validation:
         callbacks.append(EarlyStopping("val_acc", mode="max", patience=config.early_stopping))
     # Lightning sets its loggers to INFO on import; its start-up lines (accelerators, tips) are noise to us.
