@@ -19,6 +19,7 @@ _REASONS = {
     errno.EPERM: "not writable (operation not permitted)",
     errno.EROFS: "not writable (read-only file system)",
     errno.ENOTDIR: "a file stands where a folder is needed",
+    errno.EISDIR: "is a folder; give a file name",
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +18,12 @@ from alexnet.data.folder import IMAGE_SUFFIXES, list_images
 from alexnet.errors import InputError, first_line
 from alexnet.inference import Classifier, load_classifier
 from alexnet.tta import check_tta
+
+
+def shown_path(path: Path | str) -> str:
+    """``path`` as text that prints and writes anywhere: bytes of a file name that are not UTF-8 (which Python
+    keeps as surrogates) shown as ``\\xff`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def collect_images(inputs: Sequence[Path | str]) -> list[tuple[Path, str | None]]:
@@ -79,9 +86,9 @@ def iter_predictions(
                         {"class": classifier.classes[c], "probability": round(float(p), 6)}
                         for p, c in zip(values[row].tolist(), indices[row].tolist(), strict=True)
                     ]
-                    rows[i] = {"path": str(chunk[i][0]), "top": top}
+                    rows[i] = {"path": shown_path(chunk[i][0]), "top": top}
             for i, (path, _) in enumerate(chunk):
-                yield rows.get(i) or {"path": str(path), "error": decoded[i]}
+                yield rows.get(i) or {"path": shown_path(path), "error": decoded[i]}
 
 
 def predict(

@@ -119,3 +119,43 @@ def test_splits_are_views_of_one_memory_mapped_cache(tmp_path):
     data = load_folder(tmp_path / "d", tmp_path / "cache", storage_size=8)
     assert isinstance(data.train.images.base, np.memmap)
     assert data.test.images.base is data.train.images.base  # slices of one map, not copies
+
+
+@pytest.mark.parametrize("damage", ["meta", "images"])
+def test_a_damaged_cache_is_decoded_again(tmp_path, damage):
+    for c, name in enumerate(("cat", "dog")):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (20, 20), (80 * c, 10 * i, 0)).save(tmp_path / "pets" / name / f"{i}.png")
+    first = load_folder(tmp_path / "pets", tmp_path / "cache", storage_size=16)
+    cache = next((tmp_path / "cache").rglob("meta.json")).parent
+    if damage == "meta":
+        (cache / "meta.json").write_text("{ not json")
+    else:
+        (cache / "images.npy").write_bytes((cache / "images.npy").read_bytes()[:100])
+    again = load_folder(tmp_path / "pets", tmp_path / "cache", storage_size=16)
+    assert np.array_equal(again.train.images, first.train.images)
+    assert np.array_equal(again.test.labels, first.test.labels)
+
+
+def test_file_names_that_are_not_utf8_are_read_and_shown(tmp_path, capsys):
+    import os
+
+    from alexnet.cli import main
+
+    from modeldirs import write_model_dir
+
+    for name in ("cat", "dog"):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (20, 20), (i * 60, 0, 0)).save(tmp_path / "pets" / name / f"{i}.png")
+    odd = os.fsencode(tmp_path / "pets" / "cat") + b"/caf\xe9.png"  # Latin-1 bytes in a name
+    Image.new("RGB", (20, 20)).save(odd.decode("utf-8", "surrogateescape"))
+    dataset = load_folder(tmp_path / "pets", tmp_path / "cache", storage_size=16)
+    assert len(dataset.train) + len(dataset.test) == 7
+    run = write_model_dir(tmp_path / "model")
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(run), str(tmp_path / "pets" / "cat"), "--out", str(out)]) == 0
+    assert "caf\\xe9.png" in capsys.readouterr().out and "caf\\xe9.png" in out.read_text()
+    assert main(["predict", str(run), str(tmp_path / "pets" / "cat"), "--out", str(tmp_path)]) == 2
+    assert "is a folder; give a file name" in capsys.readouterr().err

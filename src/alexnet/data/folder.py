@@ -17,7 +17,7 @@ import numpy as np
 from alexnet.atomic import atomic_path, write_text
 from alexnet.data.decode import decode_image
 from alexnet.data.imageset import Dataset, ImageSet, stratified_split
-from alexnet.errors import InputError
+from alexnet.errors import InputError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,10 @@ def _fingerprint(splits: dict[str, list[tuple[Path, str]]], storage_size: int) -
     for name in sorted(splits):
         for path, label in splits[name]:
             stat = path.stat()
-            digest.update(f"{name}\0{path}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            # surrogateescape: file names that are not UTF-8 are bytes the file system gave us; keep them so.
+            digest.update(
+                f"{name}\0{path}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode(errors="surrogateescape")
+            )
     return digest.hexdigest()
 
 
@@ -175,7 +178,7 @@ def _build_cache(cache: FolderCache, splits: dict[str, list[tuple[Path, str]]], 
 
 
 def _cache_for(root: Path, folder: Path, storage_size: int) -> FolderCache:
-    key = hashlib.sha256(f"{folder.resolve()}|{storage_size}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{folder.resolve()}|{storage_size}".encode(errors="surrogateescape")).hexdigest()[:16]
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", folder.resolve().name) or "folder"
     return FolderCache(root / "folder-cache" / f"{slug}-{storage_size}-{key}")
 
@@ -199,17 +202,24 @@ def load_folder(
         raise InputError(f"{folder}: classes {', '.join(sorted(unknown))} appear in test/val but not in train/")
     cache = _cache_for(root, folder, storage_size)
     fingerprint = _fingerprint(splits, storage_size)
-    meta = None
+    meta = images = None
     if cache.meta.exists() and cache.images.exists():
-        meta = json.loads(cache.meta.read_text())
-        if meta.get("fingerprint") != fingerprint:
-            log.info("%s changed since it was cached; decoding it again", folder)
+        try:
+            meta = json.loads(cache.meta.read_text())
+            images = np.load(cache.images, mmap_mode="c")  # copy-on-write: pages load on use
+            if meta.get("fingerprint") != fingerprint:
+                log.info("%s changed since it was cached; decoding it again", folder)
+                meta = None
+            elif images.shape[0] != len(meta["labels"]) or images.shape[1:] != (3, storage_size, storage_size):
+                raise ValueError("images.npy does not match meta.json")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            log.info("the cache of %s is damaged (%s); decoding it again", folder, first_line(error))
             meta = None
     how = f"found in {folder} (decoded cache {cache.folder})"
     if meta is None:
         meta = _build_cache(cache, splits, storage_size, fingerprint)
+        images = np.load(cache.images, mmap_mode="c")
         how = f"found in {folder}, decoded to {cache.folder}"
-    images = np.load(cache.images, mmap_mode="c")  # copy-on-write: pages load on use
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index[c] for c in meta["labels"]], dtype=np.int64)
     split_of = np.asarray(meta["splits"])

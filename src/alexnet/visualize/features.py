@@ -48,7 +48,7 @@ def features_of_files(
 ) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
     """(paths read, (N, D) features in their order, [(path, why) for files that could not be read]) for
     image files and folders, decoded and cropped as ``alexnet predict`` does."""
-    from alexnet.prediction import collect_images, read_image
+    from alexnet.prediction import collect_images, read_image, shown_path
 
     entries = collect_images(inputs)
     paths, rows, failed = [], [], []
@@ -57,11 +57,11 @@ def features_of_files(
             chunk = entries[first : first + batch_size]
             decoded = list(pool.map(lambda e: e[1] or read_image(e[0], classifier.storage_size), chunk))
             good = [i for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
-            failed += [(str(chunk[i][0]), decoded[i]) for i in range(len(chunk)) if i not in good]
+            failed += [(shown_path(chunk[i][0]), decoded[i]) for i in range(len(chunk)) if i not in good]
             if good:
                 stored = torch.from_numpy(np.stack([decoded[i] for i in good])).to(classifier.device)
                 views = classifier.preprocess.evaluate(stored, dtype=classifier.dtype)[0]
                 rows.append(extract(classifier.model, views, layer).cpu().numpy())
-                paths += [str(chunk[i][0]) for i in good]
+                paths += [shown_path(chunk[i][0]) for i in good]
     features = np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
     return paths, features, failed
