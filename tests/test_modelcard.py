@@ -69,3 +69,20 @@ def test_bad_cards_are_one_line_input_errors(tmp_path, text, message):
 def test_no_card_names_the_folder(tmp_path):
     with pytest.raises(InputError, match=f"{tmp_path}: no model.json"):
         ModelCard.read(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("preprocess", "message"),
+    [
+        ({"image_size": 10**6, "channels": 1, "mean": [0.5], "std": [0.2]}, "must be 1 to 4096 px"),
+        ({"image_size": 28, "channels": 2, "mean": [0.5] * 2, "std": [0.2] * 2}, "channels must be 1 or 3"),
+        ({"image_size": 28, "channels": 3, "mean": [0.5], "std": [0.2]}, "one mean and one std each"),
+        ({"image_size": 28, "channels": 1, "mean": [0.5], "std": [0]}, "std must be positive"),
+        ({"image_size": "big", "channels": 1, "mean": [0.5], "std": [0.2]}, "malformed"),
+    ],
+)
+def test_absurd_sizes_and_wrong_types_are_refused(tmp_path, preprocess, message):
+    document = {"model": "alexnet", "model_kwargs": {}, "classes": ["a", "b"], "preprocess": preprocess}
+    (tmp_path / "model.json").write_text(json.dumps(document))
+    with pytest.raises(InputError, match=message):
+        ModelCard.read(tmp_path)

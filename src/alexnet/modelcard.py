@@ -33,6 +33,16 @@ class InputSpec:
     padding: int = 0  # px of zero padding training crops saw; evaluation pads and centre-crops the same way
 
 
+def _check_input(spec: InputSpec, where: str) -> None:
+    """Sizes a model can be fed at (a card asking for a 10^6-px input would allocate terabytes)."""
+    if not (1 <= spec.image_size <= 4096 and 1 <= spec.storage_size <= 4096):
+        raise InputError(f"{where}: image_size and storage_size must be 1 to 4096 px")
+    if spec.channels not in (1, 3) or len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
+        raise InputError(f"{where}: channels must be 1 or 3, with one mean and one std each")
+    if not all(s > 0 for s in spec.std):
+        raise InputError(f"{where}: std must be positive")
+
+
 @dataclass(frozen=True)
 class DataSpec:
     """The dataset and split settings of the run that trained the model."""
@@ -105,7 +115,9 @@ class ModelCard:
                 mean=tuple(float(m) for m in p["mean"]), std=tuple(float(s) for s in p["std"]),
                 storage_size=int(p.get("storage_size", p["image_size"])), padding=int(p.get("padding", 0)),
             )  # fmt: skip
-            return cls(
+            if not isinstance(document["model_kwargs"], dict) or not document["classes"]:
+                raise ValueError("model_kwargs must be a mapping and classes a non-empty list")
+            card = cls(
                 model=str(document.pop("model")),
                 model_kwargs=dict(document.pop("model_kwargs")),
                 classes=tuple(str(c) for c in document.pop("classes")),
@@ -116,3 +128,5 @@ class ModelCard:
             )
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(f"{where}: malformed ({type(error).__name__}: {error})") from None
+        _check_input(card.preprocess, where)
+        return card

@@ -196,6 +196,15 @@ def test_signal_saves_last_checkpoint_and_says_how_to_resume(tmp_path, data_root
     assert [int(r["epoch"]) for r in _metrics(run)] == list(range(30))
 
 
+def test_resume_removes_the_temporaries_a_kill_left(tmp_path, data_root):
+    run = tmp_path / "run"
+    assert _train(tmp_path, data_root, run, epochs=1) == 0
+    stray = run / "checkpoints" / ".last.ckpt.abc123.tmp"
+    stray.write_bytes(b"half a checkpoint")
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    assert not stray.exists() and not list(run.rglob("*.tmp"))
+
+
 def test_kill_9_then_resume_keeps_one_row_per_epoch(tmp_path, data_root):
     run = tmp_path / "run"
     process = _spawn(tmp_path, data_root, run, epochs=3)

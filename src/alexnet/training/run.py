@@ -188,6 +188,8 @@ def prepare(
             raise InputError(f"{run_dir}: is a file; --out takes a folder for the run")
         if resume is None and run_dir.exists() and any(run_dir.iterdir()):
             raise InputError(f"{run_dir}: already holds files; choose another --out or --resume it")
+        for stray in run_dir.rglob(".*.tmp") if resume is not None else ():
+            stray.unlink()  # half-written files of a process killed mid-write (atomic_path's temporaries)
         write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         card.write(run_dir)  # now, so that the checkpoints of an unfinished run can be evaluated
     return PreparedRun(
