@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import logging
 import math
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,7 +113,7 @@ def read_idx(path: Path, *, expect_dims: int) -> np.ndarray:
             if size > MAX_IDX_BYTES:
                 raise InputError(f"{path}: header declares {shape} = {size:,} bytes, over the {MAX_IDX_BYTES:,} read")
             payload = f.read(size + 1)
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as error:
         raise InputError(f"{path}: broken gzip stream ({first_line(error)})") from None
     if len(payload) != size:
         held = f"{len(payload) - 1:,}+" if len(payload) > size else f"{len(payload):,}"
