@@ -32,6 +32,13 @@ app = typer.Typer(
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")]
 
 
+def _output_file(path: Path | None) -> Path | None:
+    """An output file the user named: its folder must exist (a typo must not create folders)."""
+    if path is not None and not path.parent.is_dir():
+        raise InputError(f"{path.parent}: no such folder for {path.name}")
+    return path
+
+
 def _print_json(obj: dict) -> None:
     sys.stdout.write(json.dumps(obj, indent=2) + "\n")
 
@@ -290,6 +297,7 @@ def predict_command(
     from alexnet.inference import load_classifier
     from alexnet.prediction import format_csv, format_line, iter_predictions
 
+    _output_file(out)
     classifier = load_classifier(source, precision=precision, compile=compile_model)
     results, failed = [], 0
     for result in iter_predictions(classifier, inputs, top_k=top_k, batch_size=batch_size, tta=tta):
@@ -324,7 +332,7 @@ def export_command(
 
     if fmt not in FORMATS:
         raise InputError(f"unknown --format {fmt!r}; use {', '.join(FORMATS)}")
-    check = export_onnx(source, out, opset=opset)
+    check = export_onnx(source, _output_file(out), opset=opset)
     if as_json:
         _print_json(check)
         return
@@ -377,6 +385,7 @@ def features_command(
     from alexnet.inference import load_classifier
     from alexnet.visualize.features import features_of_files
 
+    _output_file(out)
     classifier = load_classifier(source, precision=precision)
     paths, features, failed = features_of_files(classifier, inputs, layer, batch_size=batch_size)
     for path, why in failed:

@@ -159,3 +159,5 @@ def test_file_names_that_are_not_utf8_are_read_and_shown(tmp_path, capsys):
     assert "caf\\xe9.png" in capsys.readouterr().out and "caf\\xe9.png" in out.read_text()
     assert main(["predict", str(run), str(tmp_path / "pets" / "cat"), "--out", str(tmp_path)]) == 2
     assert "is a folder; give a file name" in capsys.readouterr().err
+    assert main(["predict", str(run), str(tmp_path / "pets"), "--out", str(tmp_path / "nowhere" / "p.csv")]) == 2
+    assert "nowhere: no such folder for p.csv" in capsys.readouterr().err and not (tmp_path / "nowhere").exists()
