@@ -112,36 +112,17 @@ def data_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Find or download a dataset; print its splits, sizes, classes and statistics."""
-    from alexnet.data import channel_stats, load_splits
+    from alexnet.data import load_splits
+    from alexnet.data.describe import describe, format_description
 
     found = load_splits(
         dataset, root, train_fraction=train_fraction, val_fraction=val_fraction, seed=seed, storage_size=storage_size
     )
-    mean, std = channel_stats(found.train.images)
-    splits = {}
-    for name in ("train", "val", "test"):
-        part = getattr(found, name)
-        if part is not None:
-            splits[name] = {"images": len(part), "per_class": dict(zip(part.classes, part.class_counts(), strict=True))}
-    c, h, w = found.train.image_shape
-    report = {
-        "dataset": found.name, "source": found.source, "classes": list(found.train.classes), "channels": c,
-        "image_size": [h, w], "mean": mean, "std": std, "splits": splits, "notes": list(found.notes),
-    }  # fmt: skip
+    report = describe(found)
     if as_json:
         _print_json(report)
-        return
-    typer.echo(f"{found.name}: {found.source}")
-    typer.echo(f"images {c}x{h}x{w}, {len(found.train.classes)} classes")
-    typer.echo("mean " + ", ".join(f"{m:.4f}" for m in mean) + "   std " + ", ".join(f"{s:.4f}" for s in std))
-    width = max(len(n) for n in found.train.classes)
-    names = [n for n in ("train", "val", "test") if n in splits]
-    typer.echo(f"{'class':<{width}}  " + "  ".join(f"{n:>7}" for n in names))
-    for cls in found.train.classes:
-        typer.echo(f"{cls:<{width}}  " + "  ".join(f"{splits[n]['per_class'][cls]:>7,}" for n in names))
-    typer.echo(f"{'total':<{width}}  " + "  ".join(f"{splits[n]['images']:>7,}" for n in names))
-    for note in found.notes:
-        typer.echo(f"note: {note}")
+    else:
+        typer.echo(format_description(report))
 
 
 @app.command("recipes")
@@ -176,8 +157,8 @@ def _train_command(
 
     Every setting is a flag; the defaults shown are the built-in ones, which a recipe's values replace.
     """
-    from alexnet.training.config import parse_settings, resolve_config
-    from alexnet.training.run import load_resume, train
+    from alexnet.training.config import load_resume, parse_settings, resolve_config
+    from alexnet.training.run import train
 
     overrides = {k: v for k, v in flags.items() if v is not None}
     overrides.update(parse_settings(settings or ()))
@@ -377,24 +358,15 @@ def features_command(
 ) -> None:
     """Features of image files from a named layer, (N, D) in a .npy file, and the images' paths in the same
     order beside it (FILE.txt); exit 2 if any image could not be read."""
-    import io
-
-    import numpy as np
-
-    from alexnet.atomic import atomic_path, write_text
     from alexnet.inference import load_classifier
-    from alexnet.visualize.features import features_of_files
+    from alexnet.visualize.features import features_of_files, write_features
 
     _output_file(out)
     classifier = load_classifier(source, precision=precision)
     paths, features, failed = features_of_files(classifier, inputs, layer, batch_size=batch_size)
     for path, why in failed:
         typer.echo(f"alexnet: error: {path}: {why}", err=True)
-    buffer = io.BytesIO()
-    np.save(buffer, features)
-    with atomic_path(out) as temporary:
-        temporary.write_bytes(buffer.getvalue())
-    write_text(out.with_suffix(".txt"), "".join(f"{p}\n" for p in paths))
+    write_features(out, paths, features)
     typer.echo(f"{out}: {features.shape[0]} x {features.shape[1] if features.ndim == 2 else 0} features of {layer}")
     if failed:
         raise typer.Exit(2)

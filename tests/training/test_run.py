@@ -102,8 +102,8 @@ class _Killed(Exception):
 
 
 def test_resume_after_the_first_epoch_matches_an_uninterrupted_run(tmp_path, data_root):
-    from alexnet.training.config import resolve_config
-    from alexnet.training.run import load_resume, train
+    from alexnet.training.config import load_resume, resolve_config
+    from alexnet.training.run import train
 
     config = resolve_config(config_file=_tiny_config(tmp_path, 2)).replace(
         model="alexnet_cifar", data="mnist", root=str(data_root), batch_size=32, lr=0.05, val_fraction=0.2
@@ -316,7 +316,8 @@ def test_speed_options_train_reproducibly_and_resume_exactly(tmp_path, data_root
     whitened = state["state_dict"]["model.features.0.weight"]
     assert torch.equal(whitened, state["lookahead"]["features.0.weight"])
 
-    from alexnet.training.run import load_resume, train
+    from alexnet.training.config import load_resume
+    from alexnet.training.run import train
 
     config = load_resume(tmp_path / "a", {})
     with pytest.raises(_Killed):

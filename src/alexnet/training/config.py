@@ -311,3 +311,24 @@ def resolve_config(
         # The recipe's head and builder options were chosen for its own model; another model starts from its own.
         config = config.replace(model_options={}, hidden=None, image_size=None)
     return config.replace(**flags)
+
+
+def load_resume(run_dir: Path, overrides: dict) -> TrainConfig:
+    """The config of an earlier run with ``overrides`` (epochs, devices, precision) applied."""
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    if not (run_dir / "config.yaml").exists():
+        raise InputError(f"{run_dir}: no config.yaml (not a run directory)")
+    if not checkpoint.exists():
+        raise InputError(f"{run_dir}: no checkpoints/last.ckpt to resume from")
+    allowed = {"epochs", "devices", "num_nodes", "precision"}
+    refused = sorted(k for k, v in overrides.items() if v is not None and k not in allowed)
+    if refused:
+        changeable = "--epochs, --devices, --num-nodes and --precision"
+        raise InputError(
+            f"--resume continues a run as configured; only {changeable} may change, not {', '.join(refused)}"
+        )
+    from alexnet.modeldir import read_torch_weights
+
+    read_torch_weights(checkpoint, what="checkpoint")  # a truncated, empty or hostile file fails here, in one line
+    settings = read_config_file(run_dir / "config.yaml")
+    return TrainConfig().replace(**settings).replace(**{k: v for k, v in overrides.items() if v is not None})

@@ -31,7 +31,7 @@ from alexnet.models.plan import fits, smallest_input_size
 from alexnet.models.weights import Loaded, load_weights
 from alexnet.pretrained import Pretrained, load_pretrained
 from alexnet.runtime import device_name
-from alexnet.training.config import TrainConfig, read_config_file
+from alexnet.training.config import TrainConfig
 from alexnet.training.distributed import RUN_DIR_ENV, Layout, detect_layout, threads_per_process
 
 log = logging.getLogger("alexnet.train")
@@ -389,24 +389,3 @@ def _leave_process_group() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def load_resume(run_dir: Path, overrides: dict) -> TrainConfig:
-    """The config of an earlier run with ``overrides`` (epochs, devices, precision) applied."""
-    checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    if not (run_dir / "config.yaml").exists():
-        raise InputError(f"{run_dir}: no config.yaml (not a run directory)")
-    if not checkpoint.exists():
-        raise InputError(f"{run_dir}: no checkpoints/last.ckpt to resume from")
-    allowed = {"epochs", "devices", "num_nodes", "precision"}
-    refused = sorted(k for k, v in overrides.items() if v is not None and k not in allowed)
-    if refused:
-        changeable = "--epochs, --devices, --num-nodes and --precision"
-        raise InputError(
-            f"--resume continues a run as configured; only {changeable} may change, not {', '.join(refused)}"
-        )
-    from alexnet.modeldir import read_torch_weights
-
-    read_torch_weights(checkpoint, what="checkpoint")  # a truncated, empty or hostile file fails here, in one line
-    settings = read_config_file(run_dir / "config.yaml")
-    return TrainConfig().replace(**settings).replace(**{k: v for k, v in overrides.items() if v is not None})

@@ -65,3 +65,16 @@ def features_of_files(
                 paths += [shown_path(chunk[i][0]) for i in good]
     features = np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
     return paths, features, failed
+
+
+def write_features(out: Path, paths: Sequence[str], features: np.ndarray) -> None:
+    """``out`` (.npy, the (N, D) array) and, beside it, ``out`` with ``.txt``: the N paths in the same order."""
+    import io
+
+    from alexnet.atomic import atomic_path, write_text
+
+    buffer = io.BytesIO()
+    np.save(buffer, features)
+    with atomic_path(out) as temporary:
+        temporary.write_bytes(buffer.getvalue())
+    write_text(out.with_suffix(".txt"), "".join(f"{p}\n" for p in paths))
