@@ -183,3 +183,16 @@ def test_bad_values_of_derived_flags_exit_2(capsys):
     assert "schedule must be one of onecycle" in capsys.readouterr().err
     assert main(["train", "--epochs", "0"]) == 2
     assert "epochs must be at least 1" in capsys.readouterr().err
+
+
+def test_log_lines_follow_stderr_when_it_is_redirected_after_the_first_command(capsys):
+    import contextlib
+    import io
+    import logging
+
+    assert main(["models"]) == 0  # the first command sets the handler up
+    capsys.readouterr()
+    redirected = io.StringIO()
+    with contextlib.redirect_stderr(redirected):
+        logging.getLogger("alexnet.train").info("a progress line")
+    assert redirected.getvalue() == "a progress line\n"

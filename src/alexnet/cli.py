@@ -388,9 +388,23 @@ def serve_command(
     serve(source, host=host, port=port, max_batch=max_batch)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a line is logged, not to the stream it was created with: a
+    caller that redirects stderr (a test capturing it, an embedding program) after the first ``main`` would
+    otherwise get "I/O operation on closed file" tracebacks in place of our lines."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def configure_logging() -> None:
     """Our progress lines on stderr, one per epoch."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     ours = logging.getLogger("alexnet")
     if not ours.handlers:
