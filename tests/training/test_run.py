@@ -420,3 +420,35 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path, data_root):
         assert not list((small / "run").rglob("*.tmp"))  # no half-written file left behind
     finally:
         subprocess.run(["umount", str(small)], check=False)
+
+
+@pytest.mark.slow
+def test_kill_9_at_twenty_random_moments_still_ends_as_an_uninterrupted_run(tmp_path, data_root):
+    import random
+    import shutil
+
+    reference = tmp_path / "reference"
+    assert _train(tmp_path, data_root, reference, epochs=5) == 0
+    run, kills, rng = tmp_path / "run", 0, random.Random(0)
+    while True:
+        if (run / "checkpoints" / "last.ckpt").exists():
+            args = [sys.executable, "-m", "alexnet", "train", "--resume", str(run)]
+            process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        else:  # killed before its first checkpoint: a user starts the run again
+            shutil.rmtree(run, ignore_errors=True)
+            process = _spawn(tmp_path, data_root, run, epochs=5)
+        if kills < 20:
+            time.sleep(rng.uniform(0.3, 4.0))  # start-up, any step, checkpoint writes, test, plots, export
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGKILL)
+                kills += 1
+        _, err = process.communicate(timeout=300)
+        assert process.returncode in (-signal.SIGKILL, 0), err[-2000:]
+        if process.returncode == 0 and kills < 20:
+            shutil.rmtree(run)  # finished before the next kill: start over, so that every kill lands in a run
+        elif process.returncode == 0:
+            break
+    assert [r["epoch"] for r in _metrics(run)] == [str(e) for e in range(5)]
+    assert _comparable(_metrics(run)) == _comparable(_metrics(reference))
+    final, expected = (json.loads((r / "report.json").read_text()) for r in (run, reference))
+    assert final["test_top1"] == expected["test_top1"] and final["test_loss"] == pytest.approx(expected["test_loss"])
