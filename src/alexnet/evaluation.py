@@ -105,7 +105,7 @@ def evaluate(
         **classification_report(probabilities, images.labels, classifier.classes),
         "images_per_s": round(rate, 1),
         "precision": "bf16" if classifier.dtype == torch.bfloat16 else "fp32",
-        "backend": "onnxruntime" if classifier.weights.suffix == ".onnx" else "pytorch",
+        "backend": classifier.backend,
         "classes": list(classifier.classes),
     }
     if write:

@@ -33,26 +33,17 @@ MAX_LOGIT_DIFF = 1e-4  # fp32: onnxruntime and PyTorch agree to this, or the exp
 def _check_images(classifier: Classifier, count: int) -> tuple[torch.Tensor, str]:
     """Up to ``count`` images of the run's own data (its test split, else the first split there is), as the
     model takes them; random images where the data cannot be found (a model directory shipped alone)."""
-    from alexnet.data.datasets import load_splits
+    from alexnet.data.datasets import load_trained_data
 
-    card, p = classifier.card, classifier.card.preprocess
-    found = None
-    if card.data is not None:
-        try:
-            dataset = load_splits(
-                card.data.name, card.data.root, train_fraction=card.data.train_fraction,
-                val_fraction=card.data.val_fraction, seed=card.data.seed, storage_size=p.storage_size,
-                allow_download=False,
-            )  # fmt: skip
-            split = next(s for s in ("test", "val", "train") if getattr(dataset, s) is not None)
-            found = getattr(dataset, split), f"{dataset.name} {split}"
-        except InputError:
-            found = None
-    if found is None:
+    p = classifier.card.preprocess
+    try:
+        dataset = load_trained_data(classifier.card)
+    except InputError:
         generator = torch.Generator().manual_seed(0)
         stored = torch.randint(0, 256, (count, p.channels, p.storage_size, p.storage_size), generator=generator)
         return classifier.preprocess.evaluate(stored.to(torch.uint8))[0], "random images (the run's data was not found)"
-    images, name = found
+    split, images = dataset.held_out
+    name = f"{dataset.name} {split}"
     picked = np.linspace(0, len(images) - 1, min(count, len(images))).astype(int)
     stored = torch.from_numpy(np.ascontiguousarray(images.images[picked]))
     return classifier.preprocess.evaluate(stored)[0], name

@@ -36,6 +36,11 @@ class Classifier:
     dtype: torch.dtype  # of the weights and the inputs: bf16 or fp32
     device: torch.device
 
+    @property
+    def backend(self) -> str:
+        """``pytorch``, or ``onnxruntime`` for an exported ``.onnx`` file (no layers to hook, no gradients)."""
+        return "onnxruntime" if self.weights.suffix == ".onnx" else "pytorch"
+
     def probabilities(self, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
         """uint8 (N, C, H, W) stored images -> (N, K) class probabilities, softmax averaged over the views."""
         views = self.preprocess.evaluate(images.to(self.device), tta, dtype=self.dtype)
@@ -61,7 +66,8 @@ def _load_onnx(path: Path, *, precision: str, compile: bool) -> Classifier:
 
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    if resolve_precision(precision, "cpu") == "bf16" and precision != "auto":
+    resolve_precision(precision, "cpu")  # an unknown name is refused here
+    if precision == "bf16":
         raise InputError(f"{path}: ONNX models run in fp32 here; use --precision auto or fp32")
     if compile:
         raise InputError(f"{path}: --compile applies to PyTorch weights, not to an ONNX model")

@@ -6,7 +6,7 @@ from PIL import Image
 from alexnet.errors import InputError
 from alexnet.modelcard import DataSpec
 from alexnet.models import get_model
-from alexnet.visualize.figures import _gradcam, visualize
+from alexnet.visualize.figures import gradcam, visualize
 
 from fileformats import write_mnist
 from modeldirs import write_model_dir
@@ -44,7 +44,7 @@ def test_gradcam_highlights_what_the_class_depends_on():
         model.get_submodule(model.head_name).weight[0].neg_()
     images = torch.zeros(2, 1, 32, 32)
     images[:, :, :, :16] = 1.0
-    heat = _gradcam(model, images, torch.tensor([1, 1]))
+    heat = gradcam(model, images, torch.tensor([1, 1]))
     assert heat.shape == (2, 32, 32) and heat.max() == pytest.approx(1.0) and heat.min() >= 0
     assert heat[:, :, :12].mean() > 2 * heat[:, :, 20:].mean()
 
@@ -54,7 +54,7 @@ def test_gradcam_after_inference_on_a_network_with_lrn():
     images = torch.rand(2, 3, 67, 67)
     with torch.inference_mode():
         model(images)  # as visualize predicts first; nothing made here may leak into the backward pass
-    assert _gradcam(model, images, torch.tensor([0, 1])).shape == (2, 67, 67)
+    assert gradcam(model, images, torch.tensor([0, 1])).shape == (2, 67, 67)
 
 
 def test_visualize_needs_the_runs_data_and_the_pytorch_weights(tmp_path):

@@ -240,6 +240,13 @@ class Preprocess:
             shift = pca_shift(len(images), generator, self.lighting, eigval, eigvec)
         return self._finish(images, shift, dtype)
 
+    def to_pixels(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Model inputs (N, channels, S, S) back to RGB pixels in [0, 1], float32 (N, 3, S, S), for pictures."""
+        mean = torch.tensor(self.mean, device=inputs.device)[:, None, None]
+        std = torch.tensor(self.std, device=inputs.device)[:, None, None]
+        pixels = (inputs.float() * std + mean).clamp(0, 1)
+        return pixels.expand(-1, 3, -1, -1) if pixels.shape[1] == 1 else pixels
+
     def evaluate(self, images: torch.Tensor, tta: str = "none", dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Deterministic views: (V, N, channels, S, S) with V = 1 (``none``: centre crop), 2 (``flip``),
         6 (``flip-translate``: the centre crop shifted by one pixel both ways, and mirrors) or 10

@@ -12,6 +12,7 @@ from alexnet.errors import InputError
 
 if TYPE_CHECKING:  # NumPy is imported when data is loaded, not when the CLI lists dataset names
     from alexnet.data.imageset import Dataset, ImageSet
+    from alexnet.modelcard import ModelCard
 
 FOLDER = "folder:"  # --data folder:PATH: an image folder, one sub-folder per class or class-named files
 
@@ -81,6 +82,18 @@ def load_splits(
     else:
         raise InputError(f"unknown dataset {name!r}; known datasets: {dataset_names()}")
     return split_train(dataset, train_fraction=train_fraction, val_fraction=val_fraction, seed=seed)
+
+
+def load_trained_data(card: ModelCard) -> Dataset:
+    """The dataset and splits a model was trained on, as its card names them; never downloaded (a model
+    shipped without its data raises ``InputError``)."""
+    if card.data is None:
+        raise InputError(f"the model card of {card.model} names no dataset")
+    spec = card.data
+    return load_splits(
+        spec.name, spec.root, train_fraction=spec.train_fraction, val_fraction=spec.val_fraction, seed=spec.seed,
+        storage_size=card.preprocess.storage_size, allow_download=False,
+    )  # fmt: skip
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, split: str = "train", **kwargs) -> ImageSet:

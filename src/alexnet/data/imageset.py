@@ -64,6 +64,11 @@ class Dataset:
             raise InputError(f"{self.name} in {self.source} has no {name} split; {hint}".rstrip("; "))
         return found
 
+    @property
+    def held_out(self) -> tuple[str, ImageSet]:
+        """(name, split) of the images furthest from training: test, else val, else train itself."""
+        return next((n, s) for n, s in (("test", self.test), ("val", self.val), ("train", self.train)) if s is not None)
+
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split indices into (kept, taken) with ``fraction`` of every class in ``taken``, seeded.

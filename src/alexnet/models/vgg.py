@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 from alexnet.models.plan import Architecture, BatchNorm, Conv, Layer, MaxPool, ReLU, mlp_head
 from alexnet.models.registry import register
-from alexnet.models.weights import Weights, torchvision_imagenet
+from alexnet.models.weights import torchvision_imagenet
 
 POOL = None  # marks a 2x2 max-pool in a plan
 
@@ -61,9 +61,20 @@ def _vgg(
     return Architecture(features, pool, head, init="vgg")
 
 
-def _register_vgg(depth: int, *, batch_norm: bool, imagenet: Weights) -> Callable[..., Architecture]:
+# torchvision's ImageNet checkpoints (the file name carries the sha256 prefix) and their published top-1.
+IMAGENET_FILES = {
+    "vgg11": ("vgg11-8a719046.pth", 69.020), "vgg11_bn": ("vgg11_bn-6002323d.pth", 70.370),
+    "vgg13": ("vgg13-19584684.pth", 69.928), "vgg13_bn": ("vgg13_bn-abd245e5.pth", 71.586),
+    "vgg16": ("vgg16-397923af.pth", 71.592), "vgg16_bn": ("vgg16_bn-6c64b313.pth", 73.360),
+    "vgg19": ("vgg19-dcbb9e9d.pth", 72.376), "vgg19_bn": ("vgg19_bn-c79401a0.pth", 74.218),
+}  # fmt: skip
+
+
+def _register_vgg(depth: int, *, batch_norm: bool) -> Callable[..., Architecture]:
     name = f"vgg{depth}{'_bn' if batch_norm else ''}"
     what = f"VGG-{depth}{' with BatchNorm' if batch_norm else ''} (torchvision layout; head sized for the input)"
+    file_name, top1 = IMAGENET_FILES[name]
+    imagenet = torchvision_imagenet(file_name, top1, min_size=32)
 
     @register(name, image_size=224, description=what, weights={"imagenet": imagenet})
     def build(
@@ -93,20 +104,11 @@ def _register_vgg(depth: int, *, batch_norm: bool, imagenet: Weights) -> Callabl
     return build
 
 
-# torchvision's ImageNet checkpoints and their published top-1.
-vgg11 = _register_vgg(11, batch_norm=False, imagenet=torchvision_imagenet("vgg11-8a719046.pth", 69.020, min_size=32))
-vgg11_bn = _register_vgg(
-    11, batch_norm=True, imagenet=torchvision_imagenet("vgg11_bn-6002323d.pth", 70.370, min_size=32)
-)
-vgg13 = _register_vgg(13, batch_norm=False, imagenet=torchvision_imagenet("vgg13-19584684.pth", 69.928, min_size=32))
-vgg13_bn = _register_vgg(
-    13, batch_norm=True, imagenet=torchvision_imagenet("vgg13_bn-abd245e5.pth", 71.586, min_size=32)
-)
-vgg16 = _register_vgg(16, batch_norm=False, imagenet=torchvision_imagenet("vgg16-397923af.pth", 71.592, min_size=32))
-vgg16_bn = _register_vgg(
-    16, batch_norm=True, imagenet=torchvision_imagenet("vgg16_bn-6c64b313.pth", 73.360, min_size=32)
-)
-vgg19 = _register_vgg(19, batch_norm=False, imagenet=torchvision_imagenet("vgg19-dcbb9e9d.pth", 72.376, min_size=32))
-vgg19_bn = _register_vgg(
-    19, batch_norm=True, imagenet=torchvision_imagenet("vgg19_bn-c79401a0.pth", 74.218, min_size=32)
-)
+vgg11 = _register_vgg(11, batch_norm=False)
+vgg11_bn = _register_vgg(11, batch_norm=True)
+vgg13 = _register_vgg(13, batch_norm=False)
+vgg13_bn = _register_vgg(13, batch_norm=True)
+vgg16 = _register_vgg(16, batch_norm=False)
+vgg16_bn = _register_vgg(16, batch_norm=True)
+vgg19 = _register_vgg(19, batch_norm=False)
+vgg19_bn = _register_vgg(19, batch_norm=True)

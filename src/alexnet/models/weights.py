@@ -100,12 +100,13 @@ def adapt_first_conv(state: dict[str, torch.Tensor], model: ConvNet) -> dict[str
 def _replaced(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor], head: str) -> set[str]:
     """Classifier layers a new task replaces: the output layer, every hidden layer whose shapes changed
     (``--hidden 4096,1024``) and any the weights have but the model does not."""
+
+    def fits(layer: str) -> bool:  # the model has the layer and every one of its tensors fits
+        tensors = {k: v for k, v in target.items() if _layer(k) == layer}
+        return bool(tensors) and all(k in state and state[k].shape == v.shape for k, v in tensors.items())
+
     layers = {_layer(k) for k in (*target, *state) if k.startswith("classifier.")}
-    return {
-        layer for layer in layers
-        if layer == head or any(_layer(k) == layer and (k not in state or state[k].shape != v.shape)
-                                for k, v in target.items()) or not any(_layer(k) == layer for k in target)
-    }  # fmt: skip
+    return {layer for layer in layers if layer == head or not fits(layer)}
 
 
 def load_weights(model: ConvNet, state: dict[str, torch.Tensor], source: str, *, new_head: bool = False) -> Loaded:

@@ -70,7 +70,7 @@ class Service:
     def __init__(self, classifier: Classifier, *, max_batch: int) -> None:
         self.classifier = classifier
         self.batcher = Batcher(self._probabilities, max_batch=max_batch)
-        pytorch = hasattr(classifier.model, "last_conv_name")
+        pytorch = classifier.backend == "pytorch"
         self.explainer = copy.deepcopy(classifier.model).float() if pytorch else None
         self.explain_lock = threading.Lock()
 
@@ -81,7 +81,7 @@ class Service:
         card = self.classifier.card
         return {
             "model": card.model, "classes": list(card.classes), "image_size": card.preprocess.image_size,
-            "channels": card.preprocess.channels, "backend": "pytorch" if self.explainer is not None else "onnxruntime",
+            "channels": card.preprocess.channels, "backend": self.classifier.backend,
             "precision": "bf16" if self.classifier.dtype == torch.bfloat16 else "fp32", "test_top1": card.test_top1,
             "gradcam": self.explainer is not None, "source": str(self.classifier.weights),
         }  # fmt: skip
@@ -90,16 +90,13 @@ class Service:
         """The Grad-CAM heatmap for class ``target`` laid over the model's view of ``image``: a PNG data URL."""
         import matplotlib
 
-        from alexnet.visualize.figures import _gradcam
+        from alexnet.visualize.figures import gradcam
 
         preprocess = self.classifier.preprocess
         views = preprocess.evaluate(torch.from_numpy(image[None]), dtype=torch.float32)[0]
         with self.explain_lock:
-            heat = _gradcam(self.explainer, views.clone(), torch.tensor([target]))[0]
-        mean = np.asarray(preprocess.mean, np.float32)[:, None, None]
-        std = np.asarray(preprocess.std, np.float32)[:, None, None]
-        picture = np.clip(views[0].numpy() * std + mean, 0, 1)
-        picture = np.repeat(picture, 3, 0) if picture.shape[0] == 1 else picture
+            heat = gradcam(self.explainer, views.clone(), torch.tensor([target]))[0]
+        picture = preprocess.to_pixels(views)[0].numpy()
         colours = matplotlib.colormaps["jet"](heat)[..., :3].transpose(2, 0, 1)
         blended = (0.55 * picture + 0.45 * colours).transpose(1, 2, 0)
         side = max(224, blended.shape[0])

@@ -7,6 +7,7 @@ files and ``--set`` are checked against them, so adding a setting touches nothin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import math
 import re
@@ -133,6 +134,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
 }  # fmt: skip
 
 
+@functools.cache
 def _field_type(name: str) -> tuple[Any, bool]:
     """(the type a setting holds, whether it may be None), from ``TrainConfig``'s annotation."""
     hint = typing.get_type_hints(TrainConfig)[name]

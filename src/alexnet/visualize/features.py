@@ -24,8 +24,6 @@ def layer_names(model: torch.nn.Module) -> list[str]:
 
 def extract(model: torch.nn.Module, images: torch.Tensor, layer: str) -> torch.Tensor:
     """(N, D) float32 features of model input ``images`` (N, C, S, S) at ``layer``, flattened."""
-    if not hasattr(model, "head_name"):
-        raise InputError("layers and their features need the PyTorch weights (a run or model directory), not ONNX")
     modules = dict(model.named_modules())
     name = model.head_name if layer == PENULTIMATE else layer
     if name not in modules or not name:
@@ -50,6 +48,8 @@ def features_of_files(
     image files and folders, decoded and cropped as ``alexnet predict`` does."""
     from alexnet.prediction import collect_images, read_image, shown_path
 
+    if classifier.backend != "pytorch":
+        raise InputError("layers and their features need the PyTorch weights (a run or model directory), not ONNX")
     entries = collect_images(inputs)
     paths, rows, failed = [], [], []
     with ThreadPoolExecutor(max_workers=4) as pool:

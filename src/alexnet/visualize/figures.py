@@ -55,7 +55,7 @@ def plot_kernels(model: torch.nn.Module, path: Path, title: str) -> None:
     save_figure(figure, path)
 
 
-def _gradcam(model: torch.nn.Module, views: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
+def gradcam(model: torch.nn.Module, views: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
     """(N, S, S) heatmaps in [0, 1] for the ``targets`` classes."""
     from alexnet.extras import require
 
@@ -79,18 +79,15 @@ def plot_gradcam(classifier: Classifier, images: np.ndarray, labels: np.ndarray,
     views = classifier.preprocess.evaluate(stored)[0]
     with torch.inference_mode():
         predicted = classifier.model(views).argmax(1)
-    heat = _gradcam(classifier.model, views.clone(), predicted.clone())
-    shown = classifier.preprocess.evaluate(stored, dtype=torch.float32)[0].cpu().numpy()
-    mean = np.asarray(classifier.preprocess.mean, np.float32)[:, None, None]
-    std = np.asarray(classifier.preprocess.std, np.float32)[:, None, None]
-    pictures = np.clip(shown * std + mean, 0, 1)
+    heat = gradcam(classifier.model, views.clone(), predicted.clone())
+    pictures = classifier.preprocess.to_pixels(views).cpu().numpy()
     columns = min(8, len(images))
     rows = math.ceil(len(images) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 1.85), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i, ax in enumerate(axes.flat[: len(images)]):
-        _show(ax, pictures[i] if pictures.shape[1] == 3 else pictures[i].repeat(3, 0))
+        _show(ax, pictures[i])
         ax.imshow(heat[i], cmap="jet", alpha=0.45, vmin=0, vmax=1)
         true, guess = classifier.classes[labels[i]], classifier.classes[int(predicted[i])]
         ax.set_title(f"{true}\n→ {guess}", fontsize=7, color="black" if true == guess else "crimson")
@@ -131,19 +128,14 @@ def plot_neighbours(
 def visualize(source: Path | str, out: Path | str | None = None, *, images: int = 16, neighbours: int = 5) -> dict:
     """Write kernels.png, gradcam.png and neighbours.png for the model in ``source`` (a run or model
     directory, or a checkpoint) into ``out`` (default: ``<run>/visualize``); returns their paths."""
-    from alexnet.data.datasets import load_splits
+    from alexnet.data.datasets import load_trained_data
 
     classifier = load_classifier(source, precision="fp32")
-    if not hasattr(classifier.model, "first_conv_name"):
+    if classifier.backend != "pytorch":
         raise InputError(f"{source}: visualize needs the PyTorch weights (a run or model directory), not ONNX")
     card = classifier.card
-    if card.data is None:
-        raise InputError(f"{classifier.folder}: its model card names no dataset to draw images from")
-    dataset = load_splits(
-        card.data.name, card.data.root, train_fraction=card.data.train_fraction, val_fraction=card.data.val_fraction,
-        seed=card.data.seed, storage_size=card.preprocess.storage_size, allow_download=False,
-    )  # fmt: skip
-    tested = next(s for s in (dataset.test, dataset.val, dataset.train) if s is not None)
+    dataset = load_trained_data(card)
+    _, tested = dataset.held_out
     out = Path(out) if out is not None else classifier.folder / "visualize"
     title = f"{card.model} on {dataset.name}"
     paths = {name: out / f"{name}.png" for name in ("kernels", "gradcam", "neighbours")}
