@@ -124,7 +124,7 @@ def load_classifier(
         weights = folder / "model.safetensors"
     else:
         card = ModelCard.read(folder)
-        model = model_from_card(card, read_torch_weights(checkpoint, what="checkpoint"), checkpoint)
+        model = model_from_card(card, read_torch_weights(checkpoint, what="checkpoint"), checkpoint, folder)
         weights = checkpoint
     dtype = resolve_dtype(precision, target)
     # bf16 weights rather than autocast: autocast re-casts every fp32 weight on every call, which at batch 1

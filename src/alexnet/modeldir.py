@@ -13,7 +13,7 @@ from torch import nn
 
 from alexnet.atomic import atomic_path
 from alexnet.errors import InputError, first_line
-from alexnet.modelcard import FORMAT_VERSION, ModelCard
+from alexnet.modelcard import FILE_NAME, FORMAT_VERSION, ModelCard
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -70,12 +70,18 @@ def read_torch_weights(path: Path, *, what: str = "weights file") -> dict[str, t
     return loaded
 
 
-def model_from_card(card: ModelCard, state: dict[str, torch.Tensor], source: Path | str) -> nn.Module:
-    """The registered model ``card`` names, with ``state`` loaded (every key must fit); in eval mode."""
+def model_from_card(card: ModelCard, state: dict[str, torch.Tensor], source: Path | str, folder: Path) -> nn.Module:
+    """The registered model ``card`` (read from ``folder``) names, with ``state`` (read from ``source``)
+    loaded, every key fitting; in eval mode."""
     from alexnet.models import get_model
     from alexnet.models.weights import load_weights
 
-    model = get_model(card.model, **card.model_kwargs)
+    try:
+        model = get_model(card.model, **card.model_kwargs)
+    except (TypeError, ValueError, KeyError) as error:  # the builders' own checks of their arguments
+        raise InputError(
+            f"{Path(folder) / FILE_NAME}: model_kwargs do not build {card.model} ({first_line(error)})"
+        ) from None
     load_weights(model, state, str(source))
     return model.eval()
 
@@ -84,4 +90,4 @@ def load_model_dir(folder: Path) -> tuple[nn.Module, ModelCard]:
     """(model in eval mode, card) from ``model.safetensors`` + ``model.json``; keys and shapes must match."""
     card = ModelCard.read(folder)
     path = Path(folder) / WEIGHTS_FILE
-    return model_from_card(card, read_safetensors(path), path), card
+    return model_from_card(card, read_safetensors(path), path, folder), card

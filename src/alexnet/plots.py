@@ -24,7 +24,7 @@ def save_figure(figure, path: Path) -> None:
 
 def plot_curves(rows: Sequence[dict[str, str]], path: Path, title: str) -> None:
     """Loss and accuracy per epoch, training against validation, from metrics.csv rows."""
-    epochs = [int(r["epoch"]) + 1 for r in rows]
+    epochs = [int(r["epoch"]) for r in rows]
 
     def column(name: str) -> list[float]:
         return [float(r[name]) if r.get(name) not in (None, "", "nan") else math.nan for r in rows]

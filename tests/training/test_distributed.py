@@ -108,7 +108,7 @@ def test_a_two_process_checkpoint_resumes_in_one_process(tmp_path):
     ]
     resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert [r["epoch"] for r in _rows(tmp_path / "run")] == ["0", "1"]
+    assert [r["epoch"] for r in _rows(tmp_path / "run")] == ["1", "2"]
     assert json.loads((tmp_path / "run" / "report.json").read_text())["processes"] == 1
 
 

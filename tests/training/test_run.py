@@ -67,7 +67,7 @@ def test_train_writes_the_whole_run_directory(tmp_path, data_root):
         assert (run / name).exists(), name
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     rows = _metrics(run)
-    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
     assert list(rows[0]) == ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "time_s", "images_per_s"]
     report = json.loads((run / "report.json").read_text())
     assert report["test_top1"] > 0.9, report  # the blocks are easy: a working engine learns them
@@ -111,7 +111,7 @@ def test_resume_after_the_first_epoch_matches_an_uninterrupted_run(tmp_path, dat
     train(config, out=tmp_path / "whole")
     with pytest.raises(_Killed):
         train(config, out=tmp_path / "cut", callbacks=[_DieAtEpoch(1)])
-    assert [r["epoch"] for r in _metrics(tmp_path / "cut")] == ["0"]
+    assert [r["epoch"] for r in _metrics(tmp_path / "cut")] == ["1"]
     train(load_resume(tmp_path / "cut", {}), resume=tmp_path / "cut")
     assert _comparable(_metrics(tmp_path / "cut")) == _comparable(_metrics(tmp_path / "whole"))
     whole = json.loads((tmp_path / "whole" / "report.json").read_text())
@@ -123,7 +123,7 @@ def test_resume_with_more_epochs_extends_a_finished_run(tmp_path, data_root):
     run = tmp_path / "run"
     assert _train(tmp_path, data_root, run, epochs=1) == 0
     assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
-    assert [r["epoch"] for r in _metrics(run)] == ["0", "1"]
+    assert [r["epoch"] for r in _metrics(run)] == ["1", "2"]
     assert json.loads((run / "report.json").read_text())["epochs"] == 2
 
 
@@ -190,10 +190,10 @@ def test_signal_saves_last_checkpoint_and_says_how_to_resume(tmp_path, data_root
     assert f"stopped by {sig.name}" in err and f"--resume {run}" in err
     assert "state_dict" in torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     rows = _metrics(run)
-    assert [int(r["epoch"]) for r in rows] == list(range(len(rows)))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, len(rows) + 1))
     # The saved step resumes to the end with one row per epoch.
     assert main(["train", "--resume", str(run)]) == 0
-    assert [int(r["epoch"]) for r in _metrics(run)] == list(range(30))
+    assert [int(r["epoch"]) for r in _metrics(run)] == list(range(1, 31))
 
 
 def test_resume_removes_the_temporaries_a_kill_left(tmp_path, data_root):
@@ -214,7 +214,7 @@ def test_kill_9_then_resume_keeps_one_row_per_epoch(tmp_path, data_root):
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)  # never half-written
     assert main(["train", "--resume", str(run)]) == 0
     rows = _metrics(run)
-    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
     assert saved["epoch"] <= 2
 
 
@@ -345,7 +345,7 @@ def test_last_checkpoint_is_the_last_epoch_even_when_validation_stalls(tmp_path,
     assert last["epoch"] == 2 and best["epoch"] == 0
     # Extending the run continues from its last epoch, not from the best one.
     assert main(["train", "--resume", str(run), "--epochs", "4"]) == 0
-    assert [int(r["epoch"]) for r in _metrics(run)] == [0, 1, 2, 3]
+    assert [int(r["epoch"]) for r in _metrics(run)] == [1, 2, 3, 4]
 
 
 def test_an_out_that_is_a_file_or_unwritable_is_one_line(tmp_path, data_root, capsys):
@@ -448,7 +448,7 @@ def test_kill_9_at_twenty_random_moments_still_ends_as_an_uninterrupted_run(tmp_
             shutil.rmtree(run)  # finished before the next kill: start over, so that every kill lands in a run
         elif process.returncode == 0:
             break
-    assert [r["epoch"] for r in _metrics(run)] == [str(e) for e in range(5)]
+    assert [r["epoch"] for r in _metrics(run)] == [str(e) for e in range(1, 6)]
     assert _comparable(_metrics(run)) == _comparable(_metrics(reference))
     final, expected = (json.loads((r / "report.json").read_text()) for r in (run, reference))
     assert final["test_top1"] == expected["test_top1"] and final["test_loss"] == pytest.approx(expected["test_loss"])

@@ -133,6 +133,17 @@ def _decode_all(files: list[Path], size: int, target: Path, workers: int) -> dic
     return failures
 
 
+def _allocate(path: Path, shape: tuple[int, ...]) -> np.memmap:
+    """A uint8 .npy of ``shape`` at ``path``, its blocks reserved on disk now: a memory map writes into a
+    sparse file, so a full disk would otherwise surface as SIGBUS in a decoding process (BrokenProcessPool)
+    instead of ENOSPC here, which the caller's atomic_path turns into one line naming the file."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    if hasattr(os, "posix_fallocate"):  # not on macOS, whose writes then fail as they come
+        with open(path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    return array
+
+
 def _build_cache(cache: FolderCache, splits: dict[str, list[tuple[Path, str]]], storage_size: int, fingerprint: str):
     order = [(name, path, label) for name in ("train", "val", "test") for path, label in splits.get(name, [])]
     files = [path for _, path, _ in order]
@@ -147,7 +158,7 @@ def _build_cache(cache: FolderCache, splits: dict[str, list[tuple[Path, str]]], 
     shape = (len(files), 3, storage_size, storage_size)
     cache.meta.unlink(missing_ok=True)  # a half-rebuilt cache must never look valid
     with atomic_path(cache.images) as raw:
-        np.lib.format.open_memmap(raw, mode="w+", dtype=np.uint8, shape=shape).flush()
+        _allocate(raw, shape).flush()
         failures = _decode_all(files, storage_size, raw, workers)
         if failures:
             # Compact the good rows into a second file, so every split stays one contiguous slice.
@@ -155,7 +166,7 @@ def _build_cache(cache: FolderCache, splits: dict[str, list[tuple[Path, str]]], 
             compact = raw.with_name(raw.name + ".compact")
             try:
                 source = np.load(raw, mmap_mode="r")
-                out = np.lib.format.open_memmap(compact, mode="w+", dtype=np.uint8, shape=(len(keep), *shape[1:]))
+                out = _allocate(compact, (len(keep), *shape[1:]))
                 for start in range(0, len(keep), 1024):
                     out[start : start + 1024] = source[keep[start : start + 1024]]
                 out.flush()

@@ -20,6 +20,8 @@ from alexnet.seeding import GLOBAL, epoch_seed
 
 log = logging.getLogger("alexnet.train")
 
+# Epochs are counted from 1 wherever a user sees them: metrics.csv's "epoch" is the number of epochs finished
+# when the row was written, as in the progress lines ("epoch 3/10"), the curves and report.json's "epochs".
 METRICS_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "time_s", "images_per_s")
 
 
@@ -57,7 +59,7 @@ class EpochMetrics(pl.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         # After the checkpoint's loops are restored: keep only the epochs that checkpoint had finished.
-        self.rows = [r for r in read_metrics(self.path) if int(r["epoch"]) < trainer.current_epoch]
+        self.rows = [r for r in read_metrics(self.path) if int(r["epoch"]) <= trainer.current_epoch]
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._start, self._train_end, self._images = time.perf_counter(), 0.0, 0
@@ -75,7 +77,7 @@ class EpochMetrics(pl.Callback):
         train_s = (self._train_end or now) - self._start
         val = trainer.callback_metrics
         row = {
-            "epoch": trainer.current_epoch,
+            "epoch": trainer.current_epoch + 1,  # counted from 1 (METRICS_COLUMNS)
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
             "train_loss": float(pl_module.train_loss.compute()),
             "train_acc": float(pl_module.train_acc.compute()),
@@ -98,7 +100,7 @@ class EpochMetrics(pl.Callback):
         shown = f"  val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}" if "val_acc" in val else ""
         log.info(
             "epoch %d/%d  lr %.3g  train_loss %.4f  train_acc %.4f%s  %.1f s  %.0f images/s",
-            row["epoch"] + 1, trainer.max_epochs, row["lr"], row["train_loss"], row["train_acc"], shown,
+            row["epoch"], trainer.max_epochs, row["lr"], row["train_loss"], row["train_acc"], shown,
             row["time_s"], row["images_per_s"],
         )  # fmt: skip
 

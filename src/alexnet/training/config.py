@@ -329,8 +329,5 @@ def load_resume(run_dir: Path, overrides: dict) -> TrainConfig:
         raise InputError(
             f"--resume continues a run as configured; only {changeable} may change, not {', '.join(refused)}"
         )
-    from alexnet.modeldir import read_torch_weights
-
-    read_torch_weights(checkpoint, what="checkpoint")  # a truncated, empty or hostile file fails here, in one line
     settings = read_config_file(run_dir / "config.yaml")
     return TrainConfig().replace(**settings).replace(**{k: v for k, v in overrides.items() if v is not None})

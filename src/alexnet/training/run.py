@@ -171,6 +171,8 @@ def prepare(
     inputs = _input_spec(config, dataset, image_size, in_channels, pretrained)
     preprocess = _preprocess(config, inputs)
     _whiten(model, config, preprocess, dataset.train.images)
+    if resume is not None:
+        _check_resumable(model, resume / "checkpoints" / "last.ckpt")
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     card = ModelCard(
@@ -198,6 +200,22 @@ def prepare(
         dataset=dataset, model=model, loaded=loaded, preprocess=preprocess, card=card, batch_size=batch_size,
         lr=config.lr * layout.world_size if config.scale_lr else config.lr,
     )  # fmt: skip
+
+
+def _check_resumable(model: torch.nn.Module, checkpoint: Path) -> None:
+    """A truncated, empty or hostile checkpoint, or one whose weights do not fit the model config.yaml now
+    describes (an edited file), fails here in one line, before Lightning restores it."""
+    from alexnet.modeldir import read_torch_weights
+
+    saved, own = read_torch_weights(checkpoint, what="checkpoint"), model.state_dict()
+    misfits = [f"{k}: {tuple(saved[k].shape)} saved, {tuple(v.shape)} built" for k, v in own.items()
+               if k in saved and saved[k].shape != v.shape]  # fmt: skip
+    misfits += [f"{k} missing" for k in own if k not in saved] + [f"{k} unexpected" for k in saved if k not in own]
+    if misfits:
+        raise InputError(
+            f"{checkpoint}: its weights do not fit the model config.yaml describes ({misfits[0]}"
+            f"{f' and {len(misfits) - 1} more' if len(misfits) > 1 else ''}); was config.yaml edited?"
+        )
 
 
 def build_engine(run: PreparedRun, *, callbacks: Sequence = ()) -> Engine:
