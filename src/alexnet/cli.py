@@ -106,8 +106,9 @@ def data_command(
         float, typer.Option("--val-fraction", help="Stratified fraction held out of train for validation.")
     ] = 0.0,
     storage_size: Annotated[
-        int, typer.Option("--storage-size", min=8, help="Side of decoded folder images, px.")
-    ] = 256,
+        int | None,
+        typer.Option("--storage-size", min=8, help="Side of decoded folder images, px (default: their own, <= 256)."),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the splits.")] = 0,
     as_json: JsonFlag = False,
 ) -> None:

@@ -182,3 +182,17 @@ def test_a_full_disk_while_decoding_is_one_line_naming_the_cache(tmp_path):
         assert not list(small.rglob("*.tmp")) and not list(small.rglob("meta.json"))
     finally:
         subprocess.run(["umount", str(small)], check=False)
+
+
+def test_images_are_stored_at_their_own_size_up_to_256_by_default(tmp_path):
+    from alexnet.data.folder import NATURAL_SIZE_LIMIT
+
+    for c, name in enumerate(("cat", "dog")):
+        for i in range(3):
+            _img(tmp_path / "tiny" / name / f"{i}.png", 50 * c + i, size=(32, 32))
+            _img(tmp_path / "photos" / name / f"{i}.png", 50 * c + i, size=(400, 300))
+            _img(tmp_path / "mixed" / name / f"{i}.png", 50 * c + i, size=(20 + 20 * i, 48))
+    assert load_folder(tmp_path / "tiny", tmp_path / "cache").train.image_shape == (3, 32, 32)  # not blown up
+    assert load_folder(tmp_path / "photos", tmp_path / "cache").train.image_shape[-1] == NATURAL_SIZE_LIMIT == 256
+    assert load_folder(tmp_path / "mixed", tmp_path / "cache").train.image_shape[-1] == 48  # the largest short side
+    assert load_folder(tmp_path / "tiny", tmp_path / "cache", storage_size=64).train.image_shape[-1] == 64

@@ -59,14 +59,14 @@ def load_splits(
     train_fraction: float = 1.0,
     val_fraction: float = 0.0,
     seed: int = 0,
-    storage_size: int = 256,
+    storage_size: int | None = None,
     allow_download: bool = True,
 ) -> Dataset:
     """Find (or download) dataset ``name`` under ``root`` and return its splits.
 
     ``val_fraction`` holds a stratified validation split out of the training images; then a stratified
     ``train_fraction`` of the rest is kept for training (both seeded by ``seed``). ``storage_size``
-    applies to image folders: the side of the decoded, cached images.
+    applies to image folders: the side of the decoded, cached images (None: ``folder.natural_size``).
     """
     from alexnet.data.imageset import split_train
 

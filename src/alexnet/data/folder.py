@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 CACHE_VERSION = 1
+# The largest side a folder is stored at when no storage size is given: the paper stored ImageNet at 256, and
+# a crop of 224 or 227 is taken from it. Smaller images keep their own size (32-px CIFAR stays 32).
+NATURAL_SIZE_LIMIT = 256
+_SIZE_SAMPLE = 1000  # files whose headers are read to find a folder's natural size
 
 
 def natural_key(text: str) -> tuple:
@@ -90,6 +94,23 @@ class FolderCache:
     @property
     def meta(self) -> Path:
         return self.folder / "meta.json"
+
+
+def natural_size(files: list[Path]) -> int:
+    """The side a folder's images are stored at by default: the largest short side among (an even sample of
+    up to 1,000 of) its files, read from their headers, at most ``NATURAL_SIZE_LIMIT``. Images are never
+    blown up to the limit: 32-px images are stored at 32, photos at 256."""
+    from PIL import Image
+
+    step = max(1, len(files) // _SIZE_SAMPLE)
+    sides = []
+    for path in files[::step]:
+        try:
+            with Image.open(path) as image:
+                sides.append(min(image.size))
+        except Exception:  # unreadable files are reported when they are decoded
+            continue
+    return min(max(sides, default=NATURAL_SIZE_LIMIT), NATURAL_SIZE_LIMIT)
 
 
 def _fingerprint(splits: dict[str, list[tuple[Path, str]]], storage_size: int) -> str:
@@ -195,10 +216,11 @@ def _cache_for(root: Path, folder: Path, storage_size: int) -> FolderCache:
 
 
 def load_folder(
-    folder: Path, root: Path, *, storage_size: int = 256, test_fraction: float = 0.2, seed: int = 0
+    folder: Path, root: Path, *, storage_size: int | None = None, test_fraction: float = 0.2, seed: int = 0
 ) -> Dataset:
     """An image folder as a ``Dataset`` of uint8 (3, S, S) images, S = ``storage_size`` (short side
-    resized to S, centre crop S x S, as the paper stored ImageNet at 256).
+    resized to S, centre crop S x S, as the paper stored ImageNet at 256); by default the images' own size,
+    at most 256 (``natural_size``).
 
     Without ``test/`` (or ``val/``) folders, a seeded, stratified ``test_fraction`` of the images is
     held out as the test split. Decoding happens once, in parallel; the cache under
@@ -211,6 +233,8 @@ def load_folder(
     }
     if unknown:
         raise InputError(f"{folder}: classes {', '.join(sorted(unknown))} appear in test/val but not in train/")
+    if storage_size is None:
+        storage_size = natural_size([path for pairs in splits.values() for path, _ in pairs])
     cache = _cache_for(root, folder, storage_size)
     fingerprint = _fingerprint(splits, storage_size)
     meta = images = None

@@ -49,7 +49,7 @@ class TrainConfig:
     model_options: dict[str, Any] = field(default_factory=dict)  # extra builder keywords (widths, towers, init)
     train_fraction: float = 1.0  # stratified fraction of the training images kept (after validation is held out)
     val_fraction: float = 0.1  # held out of the training images for validation and best.ckpt
-    storage_size: int = 256  # px, decoded image-folder cache
+    storage_size: int | None = None  # px, decoded image-folder cache; None: the images' own side, at most 256
     # fine-tuning
     pretrained: str | None = None  # "imagenet" (torchvision's weights) or a .pth / .safetensors / run directory
     freeze: Literal["none", "features", "all-but-head"] = "none"  # frozen for the whole run
