@@ -177,6 +177,8 @@ def _train_command(
         return
     top1 = report.get("test_top1")
     result = f"test top-1 {top1:.2%}, top-5 {report['test_top5']:.2%}" if top1 is not None else "no test split"
+    if top1 is not None:
+        result += f" on {report['test_images']:,} images, {report['test_split']}"
     speed = f"{report['train_time_s']:.0f} s, {report['images_per_s']} images/s"
     epochs = f"{report['epochs']} epoch" + ("" if report["epochs"] == 1 else "s")
     typer.echo(f"{report['model']} on {report['data']}: {result} after {epochs} ({speed})")

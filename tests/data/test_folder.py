@@ -73,7 +73,9 @@ def test_split_folders(tmp_path):
     _class_tree(tmp_path / "data" / "val", classes=("a", "b"), per_class=1)
     data = load_folder(tmp_path / "data", tmp_path / "cache", storage_size=8)
     assert (len(data.train), len(data.val), len(data.test)) == (6, 2, 4)
-    assert not data.notes
+    assert not data.notes and data.test_origin == "the dataset's own test split"
+    flat = load_folder(tmp_path / "data" / "train", tmp_path / "cache", storage_size=8)
+    assert flat.test_held_out == 0.2 and "held out of the training files" in flat.test_origin
 
 
 def test_test_class_unknown_to_train_is_an_error(tmp_path):

@@ -86,3 +86,25 @@ def test_config_files_that_are_not_utf8_or_have_odd_keys(tmp_path):
     (tmp_path / "keys.yaml").write_text("1: 2\n")
     with pytest.raises(InputError, match="keys.yaml: setting names must be text"):
         resolve_config(config_file=tmp_path / "keys.yaml")
+
+
+def test_a_recipe_with_a_base_holds_only_what_differs(tmp_path, monkeypatch):
+    small, base = read_recipe("cifar10-small")[0], read_recipe("cifar10")[0]
+    assert small["epochs"] == 80 and small["lookahead"] == base["lookahead"] == 0.95 and "base" not in small
+    assert {k: v for k, v in small.items() if base.get(k) != v} == _own_lines("cifar10-small")
+    # A loop of bases is one line naming it, not a RecursionError.
+    from importlib import resources
+
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "a.yaml").write_text("base: b\nepochs: 2\n")
+    (tmp_path / "recipes" / "b.yaml").write_text("base: a\n")
+    monkeypatch.setattr(resources, "files", lambda package: tmp_path)
+    with pytest.raises(InputError, match=r"recipe 'a': its bases form a loop \(a -> b -> a\)"):
+        read_recipe("a")
+
+
+def _own_lines(name: str) -> dict:
+    from importlib import resources
+
+    document = yaml.safe_load((resources.files("alexnet") / "recipes" / f"{name}.yaml").read_text())
+    return {k: v for k, v in document.items() if k not in ("description", "base")}

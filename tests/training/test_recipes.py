@@ -103,3 +103,38 @@ def test_cifar10_recipe_learns_in_one_short_epoch_on_real_images(tmp_path):
     # 4 steps of 1,024 real images: far from trained, well above the 10% of chance.
     assert report["epochs"] == 1 and report["best_val_acc"] > 0.2, report["best_val_acc"]
     assert report["config"]["whiten"] and report["global_batch_size"] == 1024
+
+
+# The real files under ../shared/data each recipe's dataset can be read from (a recipe whose data is not
+# there is skipped): a small stratified fraction, so that every reference recipe takes real steps quickly.
+REAL_DATA = {
+    "cifar10": {"root": str(SHARED / "cifar10-train-subset")},
+    "mnist": {"root": str(SHARED / "mnist-train-subset")},
+    "fashion-mnist": {},  # Debian's dataset-fashion-mnist, found without a root
+    "folder:flowers": {"data": f"folder:{SHARED / 'flowers5-128'}"},
+    "folder:dogs-vs-cats/train": {"data": f"folder:{SHARED / 'flowers5-128'}"},  # photos in class folders
+}
+
+
+def _real_data_there(settings: dict) -> bool:
+    place = REAL_DATA.get(settings["data"], {})
+    path = place.get("root") or place.get("data", "").removeprefix("folder:") or "/usr/share/datasets/fashion-mnist"
+    return Path(path).exists()
+
+
+@pytest.mark.parametrize("name", recipe_names())
+def test_recipe_takes_real_steps_on_real_images(tmp_path, name, monkeypatch):
+    from alexnet.training.run import train
+
+    settings = read_recipe(name)[0]
+    if not _real_data_there(settings):
+        pytest.skip(f"no real {settings['data']} data beside the checkout")
+    if settings.get("pretrained") == "imagenet":
+        _imagenet_cache(settings["model"], tmp_path, monkeypatch)
+    overrides = {"root": str(tmp_path / "data"), **REAL_DATA[settings["data"]], "epochs": 1, "batch_size": 16,
+                 "train_fraction": 0.01, "val_fraction": 0.05}  # fmt: skip
+    config = resolve_config(recipe=name).replace(**overrides)
+    report = train(config, out=tmp_path / "run", callbacks=[_OneStep()])
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert report["epochs"] == 1 and len(rows) == 2 and "nan" not in rows[1], rows
+    assert report["best_val_acc"] is not None and (tmp_path / "run" / "model.safetensors").exists()

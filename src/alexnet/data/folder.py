@@ -279,4 +279,7 @@ def load_folder(
         keep, held = stratified_split(train.labels, test_fraction, seed)
         train, test = train.subset(keep), train.subset(held)
         notes.append(f"no test/ folder: held out a stratified {test_fraction:.0%} of the images as the test split")
-    return Dataset(f"folder:{folder}", train, test, val=val, source=how, notes=tuple(notes))
+    return Dataset(
+        f"folder:{folder}", train, test, val=val, source=how, notes=tuple(notes),
+        test_held_out=test_fraction if "test" not in parts and "val" not in parts else 0.0,
+    )  # fmt: skip

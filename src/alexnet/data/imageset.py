@@ -53,6 +53,14 @@ class Dataset:
     val: ImageSet | None = None
     source: str = ""  # where the files were found, or that they were downloaded
     notes: tuple[str, ...] = field(default_factory=tuple)  # what was missing or unusual
+    test_held_out: float = 0.0  # > 0: the test split is this stratified fraction of the files, held out by us
+
+    @property
+    def test_origin(self) -> str:
+        """Where the test figure's images come from, said beside the figure."""
+        if self.test_held_out:
+            return f"a stratified {self.test_held_out:.0%} held out of the training files (no test/ folder)"
+        return "the dataset's own test split"
 
     def split(self, name: str) -> ImageSet:
         """``train``, ``val`` or ``test``; a split the data does not have raises ``InputError``."""

@@ -266,13 +266,21 @@ def recipe_names() -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def read_recipe(name: str) -> tuple[dict[str, Any], str]:
-    """(settings, description) of a shipped recipe; an unknown name raises ``InputError``."""
+def read_recipe(name: str, *, _seen: tuple[str, ...] = ()) -> tuple[dict[str, Any], str]:
+    """(settings, description) of a shipped recipe; an unknown name raises ``InputError``.
+
+    A recipe with ``base: OTHER`` holds only what differs from recipe OTHER: its settings are OTHER's
+    (resolved the same way) updated with its own, so a family of recipes states each shared setting once.
+    """
     path = resources.files("alexnet") / "recipes" / f"{name}.yaml"
     if not path.is_file():
         raise InputError(f"unknown recipe {name!r}; recipes: {', '.join(recipe_names())}")
+    if name in _seen:
+        raise InputError(f"recipe {name!r}: its bases form a loop ({' -> '.join((*_seen, name))})")
     document = yaml.safe_load(path.read_text())
     description = document.pop("description", "")
+    if (base := document.pop("base", None)) is not None:
+        document = {**read_recipe(base, _seen=(*_seen, name))[0], **document}
     return document, description
 
 

@@ -142,6 +142,8 @@ def prepare(
             config.data, config.root, train_fraction=config.train_fraction, val_fraction=config.val_fraction,
             seed=config.seed, storage_size=config.storage_size,
         )  # fmt: skip
+    for note in dataset.notes if layout.is_zero else ():
+        log.info("%s: %s", dataset.name, note)
     stored_channels, stored_side = dataset.train.image_shape[0], dataset.train.image_shape[-1]
     image_size = config.image_size or (stored_side if spec.image_size <= 32 else spec.image_size)
     in_channels = config.in_channels or stored_channels
@@ -349,7 +351,7 @@ def finalize(run: PreparedRun, engine: Engine, fit_time_s: float) -> dict | None
     _plot(run, engine, rows, matrix)
     if test:
         test = {"test_top1": test["test_top1"], "test_top5": test["test_top5"], "test_loss": test["test_loss"],
-                "test_images": len(run.dataset.test)}  # fmt: skip
+                "test_images": len(run.dataset.test), "test_split": run.dataset.test_origin}  # fmt: skip
     images_per_s = [float(r["images_per_s"]) for r in rows if r.get("images_per_s")]
     report = {
         "model": config.model,
