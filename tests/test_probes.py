@@ -153,6 +153,7 @@ PROBES: dict[str, tuple[Callable[[Path, Path], list[str]], str]] = {
     "--epochs 0": (lambda t, r: _train(t, "--epochs", "0"), "epochs"),
     "--out is a file": (lambda t, r: _train(t, "--out", str(_touch(t / "file"))), "file"),
     "--data unknown": (lambda t, r: _train(t, data="imagenet-22k"), "imagenet-22k"),
+    "--recipe unknown": (lambda t, r: ["train", "--recipe", "cifar11"], "cifar11"),
     # Settings files
     "config epochs: -3": (lambda t, r: _config(t, "epochs: -3"), "epochs"),
     "config epochs: 1.5": (lambda t, r: _config(t, "epochs: 1.5"), "epochs"),
@@ -219,6 +220,7 @@ PROBES: dict[str, tuple[Callable[[Path, Path], list[str]], str]] = {
     "--resume config.yaml other widths": (lambda t, r: _resume(t, r, _widths), "last.ckpt"),
     "--resume config.yaml garbage": (lambda t, r: _resume(t, r, _write("config.yaml", b"{{{")), "config.yaml"),
     "--resume not a run": (lambda t, r: ["train", "--resume", str(t)], "config.yaml"),
+    "--resume with another --lr": (lambda t, r: _resume(t, r, lambda run: None) + ["--lr", "9"], "lr"),
     # Models given to evaluate, predict and export
     "evaluate an empty .ckpt": (lambda t, r: ["evaluate", str(_touch(_checkpoint_path(t)))], "x.ckpt"),
     "evaluate a .ckpt that runs code": (
