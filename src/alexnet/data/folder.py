@@ -275,11 +275,10 @@ def load_folder(
         notes.append(f"{len(meta['failures'])} unreadable images skipped, e.g. {shown}")
     train, test = parts["train"], parts.get("test", parts.get("val"))
     val = parts.get("val") if "test" in parts else None
+    held_out = 0.0
     if test is None:
+        held_out = test_fraction
         keep, held = stratified_split(train.labels, test_fraction, seed)
         train, test = train.subset(keep), train.subset(held)
         notes.append(f"no test/ folder: held out a stratified {test_fraction:.0%} of the images as the test split")
-    return Dataset(
-        f"folder:{folder}", train, test, val=val, source=how, notes=tuple(notes),
-        test_held_out=test_fraction if "test" not in parts and "val" not in parts else 0.0,
-    )  # fmt: skip
+    return Dataset(f"folder:{folder}", train, test, val=val, source=how, notes=tuple(notes), test_held_out=held_out)
