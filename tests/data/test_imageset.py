@@ -65,3 +65,12 @@ def test_channel_stats_of_a_sample_match_numpy():
     scaled = images / 255.0
     assert mean == pytest.approx(scaled.mean((0, 2, 3)).tolist(), abs=1e-12)
     assert std == pytest.approx(scaled.std((0, 2, 3)).tolist(), abs=1e-9)
+
+
+def test_a_missing_split_names_the_dataset_and_where_it_was_found():
+    data = Dataset("mnist", _set([0, 1] * 5), None, source="found in /data/mnist")
+    with pytest.raises(InputError) as raised:
+        data.split("test")
+    assert str(raised.value) == (
+        "mnist (found in /data/mnist) has no test split; hold one out of the training data with --val-fraction"
+    )

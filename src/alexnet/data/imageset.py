@@ -69,7 +69,7 @@ class Dataset:
         found = getattr(self, name)
         if found is None:
             hint = "hold one out of the training data with --val-fraction" if name in ("val", "test") else ""
-            raise InputError(f"{self.name} in {self.source} has no {name} split; {hint}".rstrip("; "))
+            raise InputError(f"{self.name} ({self.source}) has no {name} split; {hint}".rstrip("; "))
         return found
 
     @property
