@@ -144,6 +144,8 @@ def prepare(
         )  # fmt: skip
     for note in dataset.notes if layout.is_zero else ():
         log.info("%s: %s", dataset.name, note)
+    if len(dataset.train.classes) < 2:
+        raise InputError(f"{config.data}: found {len(dataset.train.classes)} class; a classifier needs two or more")
     stored_channels, stored_side = dataset.train.image_shape[0], dataset.train.image_shape[-1]
     image_size = config.image_size or (stored_side if spec.image_size <= 32 else spec.image_size)
     in_channels = config.in_channels or stored_channels
@@ -160,8 +162,6 @@ def prepare(
         raise InputError(
             f"{config.model} cannot take {image_size}x{image_size} images; the smallest it takes is {smallest}"
         )
-    if len(dataset.train.classes) < 2:
-        raise InputError(f"{config.data}: found {len(dataset.train.classes)} class; a classifier needs two or more")
     if (config.freeze != "none" or config.head_epochs > 0) and config.pretrained is None:
         raise InputError("--freeze and --head-epochs fine-tune pretrained weights; give --pretrained SRC")
     batch_size = fit_batch_size(config.batch_size, len(dataset.train), layout.world_size)
