@@ -6,6 +6,7 @@ from PIL import Image
 
 from alexnet.data.folder import class_from_filename, load_folder, natural_key
 from alexnet.errors import InputError
+from smalldisk import small_disk
 
 
 def _img(path, value, size=(12, 10)):
@@ -166,24 +167,15 @@ def test_file_names_that_are_not_utf8_are_read_and_shown(tmp_path, capsys):
 
 
 def test_a_full_disk_while_decoding_is_one_line_naming_the_cache(tmp_path):
-    import subprocess
-
     for c, name in enumerate(("cat", "dog")):
         for i in range(20):
             _img(tmp_path / "pets" / name / f"{i}.png", 100 * c + i, size=(64, 64))
-    small = tmp_path / "small"
-    small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(small)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.decode().strip()[:80]})")
-    try:
+    with small_disk(tmp_path / "small", "128k") as small:
         # 40 images of 3 x 64 x 64 bytes need 480 KiB: the decoding processes would die of SIGBUS writing
         # into a memory map of a sparse file (BrokenProcessPool); the space is reserved before they start.
         with pytest.raises(InputError, match=r"images\.npy: no space left on the device"):
             load_folder(tmp_path / "pets", small, storage_size=64)
         assert not list(small.rglob("*.tmp")) and not list(small.rglob("meta.json"))
-    finally:
-        subprocess.run(["umount", str(small)], check=False)
 
 
 def test_images_are_stored_at_their_own_size_up_to_256_by_default(tmp_path):

@@ -14,6 +14,7 @@ import torch
 
 from alexnet.cli import main
 from alexnet.errors import InputError
+from smalldisk import small_disk
 
 from fileformats import write_learnable_mnist
 
@@ -406,20 +407,13 @@ def test_a_run_without_validation_keeps_last_and_best(tmp_path, data_root):
 
 @pytest.mark.slow
 def test_a_full_disk_is_one_line_naming_the_file(tmp_path, data_root):
-    small = tmp_path / "small"
-    small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(small)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.decode().strip()[:80]})")
-    try:
+    with small_disk(tmp_path / "small", "200k") as small:
         # A process of its own, as a user runs it: its stderr is exactly what the user would see.
         args = ["train", *TINY, "--root", str(data_root), "--epochs", "2", "--out", str(small / "run")]
         done = subprocess.run([sys.executable, "-m", "alexnet", *args], capture_output=True, text=True, timeout=300)
         err = done.stderr
         assert done.returncode == 2 and "no space left on the device" in err and "Traceback" not in err
         assert not list((small / "run").rglob("*.tmp"))  # no half-written file left behind
-    finally:
-        subprocess.run(["umount", str(small)], check=False)
 
 
 @pytest.mark.slow
