@@ -103,3 +103,9 @@ def test_an_idx_gzip_bomb_is_refused_from_its_header_in_bounded_memory(tmp_path)
     (tmp_path / "huge").write_bytes(huge)
     with pytest.raises(InputError, match="over the 1,073,741,824 read"):
         read_idx(tmp_path / "huge", expect_dims=3)
+
+
+def test_an_idx_path_that_is_a_folder_is_one_line(tmp_path):
+    (tmp_path / "train-images-idx3-ubyte").mkdir()
+    with pytest.raises(InputError, match=r"train-images-idx3-ubyte: cannot be read \(.*directory"):
+        read_idx(tmp_path / "train-images-idx3-ubyte", expect_dims=3)

@@ -16,7 +16,7 @@ import numpy as np
 
 from alexnet.atomic import atomic_path, write_text
 from alexnet.data.decode import decode_image
-from alexnet.data.imageset import Dataset, ImageSet, stratified_split
+from alexnet.data.imageset import Dataset, ImageSet, held_out_origin, stratified_split
 from alexnet.errors import InputError, first_line
 
 log = logging.getLogger(__name__)
@@ -280,5 +280,5 @@ def load_folder(
         held_out = test_fraction
         keep, held = stratified_split(train.labels, test_fraction, seed)
         train, test = train.subset(keep), train.subset(held)
-        notes.append(f"no test/ folder: held out a stratified {test_fraction:.0%} of the images as the test split")
+        notes.append(f"the test split is {held_out_origin(test_fraction)}")
     return Dataset(f"folder:{folder}", train, test, val=val, source=how, notes=tuple(notes), test_held_out=held_out)

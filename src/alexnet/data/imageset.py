@@ -43,6 +43,11 @@ class ImageSet:
         return np.bincount(self.labels, minlength=len(self.classes)).tolist()
 
 
+def held_out_origin(fraction: float) -> str:
+    """How a test split held out of the training files is named, in notes and beside test figures."""
+    return f"a stratified {fraction:.0%} held out of the training files (no test/ folder)"
+
+
 @dataclass(frozen=True)
 class Dataset:
     """A dataset's splits as loaded: ``val`` is held out of the training files, ``test`` comes with the data."""
@@ -58,9 +63,7 @@ class Dataset:
     @property
     def test_origin(self) -> str:
         """Where the test figure's images come from, said beside the figure."""
-        if self.test_held_out:
-            return f"a stratified {self.test_held_out:.0%} held out of the training files (no test/ folder)"
-        return "the dataset's own test split"
+        return held_out_origin(self.test_held_out) if self.test_held_out else "the dataset's own test split"
 
     def split(self, name: str) -> ImageSet:
         """``train``, ``val`` or ``test``; a split the data does not have raises ``InputError``."""

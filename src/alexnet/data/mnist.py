@@ -95,9 +95,10 @@ def read_idx(path: Path, *, expect_dims: int) -> np.ndarray:
     The header is read first and the payload streamed: memory is bounded by what the header declares (and
     by ``MAX_IDX_BYTES``), so a small gzip that inflates to gigabytes is refused after a few bytes.
     """
-    with open(path, "rb") as probe:
-        packed = probe.read(2) == b"\x1f\x8b"
+    packed = False
     try:
+        with open(path, "rb") as probe:
+            packed = probe.read(2) == b"\x1f\x8b"
         with gzip.open(path, "rb") if packed else open(path, "rb") as f:
             magic = f.read(4)
             if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] != 0x08:
@@ -114,7 +115,8 @@ def read_idx(path: Path, *, expect_dims: int) -> np.ndarray:
                 raise InputError(f"{path}: header declares {shape} = {size:,} bytes, over the {MAX_IDX_BYTES:,} read")
             payload = f.read(size + 1)
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as error:
-        raise InputError(f"{path}: broken gzip stream ({first_line(error)})") from None
+        what = "broken gzip stream" if packed else "cannot be read"
+        raise InputError(f"{path}: {what} ({first_line(error)})") from None
     if len(payload) != size:
         held = f"{len(payload) - 1:,}+" if len(payload) > size else f"{len(payload):,}"
         raise InputError(f"{path}: header promises {shape} = {size} bytes, file holds {held}")

@@ -206,18 +206,15 @@ def prepare(
 
 def _check_resumable(model: torch.nn.Module, checkpoint: Path) -> None:
     """A truncated, empty or hostile checkpoint, or one whose weights do not fit the model config.yaml now
-    describes (an edited file), fails here in one line, before Lightning restores it."""
+    describes (an edited file), fails here in one line, before Lightning restores it. The weights are loaded
+    by the one loader of weights (``load_weights``); Lightning then restores the same ones."""
     from alexnet.modeldir import read_torch_weights
 
-    saved, own = read_torch_weights(checkpoint, what="checkpoint"), model.state_dict()
-    misfits = [f"{k}: {tuple(saved[k].shape)} saved, {tuple(v.shape)} built" for k, v in own.items()
-               if k in saved and saved[k].shape != v.shape]  # fmt: skip
-    misfits += [f"{k} missing" for k in own if k not in saved] + [f"{k} unexpected" for k in saved if k not in own]
-    if misfits:
-        raise InputError(
-            f"{checkpoint}: its weights do not fit the model config.yaml describes ({misfits[0]}"
-            f"{f' and {len(misfits) - 1} more' if len(misfits) > 1 else ''}); was config.yaml edited?"
-        )
+    saved = read_torch_weights(checkpoint, what="checkpoint")
+    try:
+        load_weights(model, saved, str(checkpoint))
+    except InputError as error:
+        raise InputError(f"{error}; was config.yaml edited?") from None
 
 
 def build_engine(run: PreparedRun, *, callbacks: Sequence = ()) -> Engine:

@@ -57,10 +57,16 @@ def build_trainer(
     checkpoints = run_dir / "checkpoints"
     interactive = _is_terminal(sys.stdout)  # Lightning's bars draw on stdout; else one plain line per epoch
     monitor = {"monitor": "val_acc", "mode": "max"} if has_validation else {}
+    # last.ckpt every epoch. With validation, by a callback of its own: Lightning's save_last writes it only in an
+    # epoch whose best.ckpt improved, so a stalled validation left it epochs behind. Without validation best.ckpt
+    # is saved every epoch and its save_last does the job (two callbacks would share Lightning's state key,
+    # which it refuses).
+    last = ModelCheckpoint(
+        dirpath=checkpoints, filename="last", save_on_train_epoch_end=True, enable_version_counter=False
+    )
     callbacks = [
         EpochMetrics(run_dir / "metrics.csv", log_lines=not interactive, world_size=layout.world_size),
         # best.ckpt first: trainer.checkpoint_callback (the best weights, tested at the end) is the first one.
-        # Without validation it saves every epoch, and its save_last writes last.ckpt beside it.
         ModelCheckpoint(
             dirpath=checkpoints,
             filename="best",
@@ -70,19 +76,12 @@ def build_trainer(
             enable_version_counter=False,
             **monitor,
         ),
+        *([last] if has_validation else []),
         LearningRateMonitor(logging_interval="epoch"),
         GracefulStop(checkpoints / "last.ckpt"),
         ReseedEachEpoch(config.seed),
         *extra_callbacks,
     ]
-    if has_validation:
-        # last.ckpt every epoch, by a callback of its own: Lightning's save_last writes it only in an epoch whose
-        # best.ckpt improved, so a stalled validation left it epochs behind. (Without validation the two would
-        # share Lightning's state key, which it refuses; best.ckpt's save_last then does the job.)
-        last = ModelCheckpoint(
-            dirpath=checkpoints, filename="last", save_on_train_epoch_end=True, enable_version_counter=False
-        )
-        callbacks.insert(2, last)
     if config.early_stopping and has_validation:
         callbacks.append(EarlyStopping("val_acc", mode="max", patience=config.early_stopping))
     # Lightning sets its loggers to INFO on import; its start-up lines (accelerators, tips) are noise to us.
