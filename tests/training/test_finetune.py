@@ -88,3 +88,16 @@ def test_freezing_needs_pretrained_weights(tmp_path, capsys):
     assert not out.exists()
     assert main(["train", "--freeze", "everything", "--out", str(out)]) == 2
     assert "freeze must be one of none, features, all-but-head" in capsys.readouterr().err
+
+
+def test_weights_that_join_a_group_in_stage_two_train_with_fused_momentum(pretrained_run, tmp_path):
+    # One learning rate for all: the pretrained weights share the head's groups, so at the switch a group
+    # holds weights with momentum (the head's) and weights without (torch's fused SGD refused that).
+    source, data = pretrained_run
+    config = resolve_config(overrides={**TINY, "root": str(data), "epochs": 2, "pretrained": str(source),
+                                       "head_epochs": 1, "lr": 0.01, "momentum": 0.9, "nesterov": True,
+                                       "bias_lr_scale": 1.0})  # fmt: skip
+    recorder = Recorder()
+    train(config, out=tmp_path / "one-rate", callbacks=[recorder])
+    assert recorder.rates[0] == [0.01]  # one group: the head's weights and the pretrained ones
+    assert not torch.equal(recorder.conv[1], recorder.conv[0])  # stage 2 trained the pretrained conv

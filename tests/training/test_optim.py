@@ -3,7 +3,7 @@ import torch
 
 from alexnet.models import get_model
 from alexnet.training.config import TrainConfig
-from alexnet.training.optim import StepSchedule, build_optimizer, build_scheduler, parameter_groups
+from alexnet.training.optim import StepSchedule, build_optimizer, build_scheduler, parameter_groups, start_momentum
 
 
 def test_norms_and_biases_are_spared_from_weight_decay():
@@ -87,3 +87,19 @@ def test_bias_lr_scale_speeds_up_biases_and_keeps_their_decay_per_step():
     assert weights["lr"] == 0.5 and biases["lr"] == 32.0
     assert all(p.ndim > 1 for p in weights["params"]) and all(p.ndim == 1 for p in biases["params"])
     assert biases["lr"] * biases["weight_decay"] == pytest.approx(weights["lr"] * weights["weight_decay"])
+
+
+def test_a_zero_momentum_buffer_takes_the_same_first_step_as_torchs_own():
+    grad = torch.tensor([0.5, -1.0, 2.0])
+    steps = []
+    for started in (False, True):
+        weight = torch.nn.Parameter(torch.ones(3))
+        optimizer = torch.optim.SGD([weight], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)
+        if started:
+            start_momentum(optimizer)
+            assert torch.equal(optimizer.state[weight]["momentum_buffer"], torch.zeros(3))
+        for _ in range(2):
+            weight.grad = grad.clone()
+            optimizer.step()
+        steps.append(weight.detach().clone())
+    assert torch.allclose(steps[0], steps[1], atol=0, rtol=1e-6)

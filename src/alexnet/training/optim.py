@@ -67,6 +67,22 @@ def _fused(optimizer: type[torch.optim.Optimizer], groups: list[dict], **options
         return optimizer(groups, **options)
 
 
+def start_momentum(optimizer: torch.optim.Optimizer) -> None:
+    """Give each trainable parameter that has no momentum buffer yet a zero one.
+
+    torch's fused SGD starts a group's buffers only when none of them exists, so a parameter that begins
+    to train later (stage 2 of fine-tuning) in a group whose others have stepped would fail. With no
+    dampening, a zero buffer gives the first step torch gives (buffer = gradient).
+    """
+    for group in optimizer.param_groups:
+        if not group.get("momentum"):
+            continue
+        for parameter in group["params"]:
+            state = optimizer.state[parameter]
+            if parameter.requires_grad and state.get("momentum_buffer") is None:
+                state["momentum_buffer"] = torch.zeros_like(parameter)
+
+
 @dataclass
 class StepSchedule:
     """Learning-rate factor at optimiser step ``t`` (a picklable callable for ``LambdaLR``).

@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from alexnet.inference import average_views
 from alexnet.models.weights import Loaded
 from alexnet.training.finetune import FreezeSchedule, apply_freeze, freeze_norms
-from alexnet.training.optim import build_optimizer, build_scheduler
+from alexnet.training.optim import build_optimizer, build_scheduler, start_momentum
 from alexnet.training.speedups import Lookahead, first_conv
 
 
@@ -135,6 +135,7 @@ class ClassificationTask(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         if self.freeze is not None:
             apply_freeze(self.model, self.freeze, self.current_epoch)  # the two-stage schedule's switch
+            start_momentum(self.trainer.optimizers[0])
         if self.config.whiten and first_conv(self.model).bias is not None:
             # The whitening conv's bias trains for the first epochs, then stays (its filters never train).
             first_conv(self.model).bias.requires_grad_(self.current_epoch < self.config.whiten_bias_epochs)
