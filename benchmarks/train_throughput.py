@@ -1,12 +1,14 @@
 """Training images/s through `alexnet train`'s engine against a plain PyTorch loop, in one run.
 
-    .venv/bin/python benchmarks/train_throughput.py [--models alexnet,alexnet_bn,alexnet_cifar] [--steps 8]
+    .venv/bin/python benchmarks/train_throughput.py [--models alexnet,alexnet_paper,...] [--steps 8]
 
 For each model: (1) a plain fp32 eager loop fed by a torch DataLoader (the notebook baseline: NCHW,
 resize and normalise per batch), (2) the same bare loop with our choices (bf16 autocast, channels_last,
 our batched pipeline), (3) the Lightning engine that `alexnet train` runs. Reports images/s, the engine's
 speed-up over the plain loop, Lightning's overhead over the bare loop, and model FLOPs utilisation
-against the bf16 matmul peak this benchmark measures first. One JSON line per result.
+against the bf16 matmul peak this benchmark measures first. One JSON line per result. The 2012 network
+(`alexnet_paper`, one or two towers) has the MACs of `alexnet`; its engine speed is also given as a fraction
+of `alexnet`'s (`x_alexnet`, measured in the same run), the cost of its LRN and towers.
 """
 
 from __future__ import annotations
@@ -29,7 +31,14 @@ from alexnet.training.optim import build_optimizer
 import common
 from common import measure, parse_args, report, report_peaks
 
-CASES = {"alexnet": (224, 128), "alexnet_bn": (224, 128), "alexnet_cifar": (32, 256)}
+# case: (registered model, builder options, image size, batch)
+CASES = {
+    "alexnet": ("alexnet", {}, 224, 128),
+    "alexnet_paper": ("alexnet_paper", {}, 227, 128),
+    "alexnet_paper_towers1": ("alexnet_paper", {"towers": 1}, 227, 128),
+    "alexnet_bn": ("alexnet_bn", {}, 224, 128),
+    "alexnet_cifar": ("alexnet_cifar", {}, 32, 256),
+}
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
 
 
@@ -39,12 +48,12 @@ def _data(n: int) -> ImageSet:
     return ImageSet(images, rng.integers(0, 10, n), tuple(map(str, range(10))))
 
 
-def plain_loop(name: str, size: int, batch: int, steps: int) -> list[float]:
+def plain_loop(name: str, options: dict, size: int, batch: int, steps: int) -> list[float]:
     """The notebook baseline: DataLoader over uint8 tensors, per-batch resize and normalise, fp32, NCHW."""
     data = _data(batch * (steps + 2))
     dataset = torch.utils.data.TensorDataset(torch.from_numpy(data.images), torch.from_numpy(data.labels))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True)
-    model = get_model(name, num_classes=10)
+    model = get_model(name, num_classes=10, **options)
     optimiser = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
 
@@ -61,10 +70,10 @@ def plain_loop(name: str, size: int, batch: int, steps: int) -> list[float]:
     return measure(epoch, items=batch * steps, warmup=1, repeats=3)
 
 
-def bare_loop(name: str, size: int, batch: int, steps: int) -> list[float]:
+def bare_loop(name: str, options: dict, size: int, batch: int, steps: int) -> list[float]:
     """Our choices without Lightning: BatchLoader, batched Preprocess, bf16 autocast, channels_last, and the
     engine's optimiser (fused SGD, Nesterov, weight decay), so the difference to the engine is Lightning's."""
-    model = get_model(name, num_classes=10).to(memory_format=torch.channels_last)
+    model = get_model(name, num_classes=10, **options).to(memory_format=torch.channels_last)
     optimiser = build_optimizer(model, TrainConfig(model=name, lr=0.01))  # the engine's optimiser, step for step
     prep = Preprocess(image_size=size, channels=3, mean=MEAN, std=STD, padding=4)
     loader = BatchLoader(_data(batch * (steps + 2)), batch, shuffle=True, drop_last=True)
@@ -83,7 +92,7 @@ def bare_loop(name: str, size: int, batch: int, steps: int) -> list[float]:
     return measure(epoch, items=batch * steps, warmup=1, repeats=3)
 
 
-def engine(name: str, size: int, batch: int, steps: int) -> list[float]:
+def engine(name: str, options: dict, size: int, batch: int, steps: int) -> list[float]:
     """`alexnet train`'s engine: Lightning Trainer, our task, data module and callbacks, bf16 autocast."""
     import tempfile
     from pathlib import Path
@@ -96,8 +105,9 @@ def engine(name: str, size: int, batch: int, steps: int) -> list[float]:
     repeats = 2 if common.QUICK else 3
     data = _data(batch * (steps + 1) * (repeats + 1))
     config = TrainConfig(
-        model=name, epochs=repeats + 1, batch_size=batch, lr=0.01, precision="bf16", image_size=size, padding=4
-    )
+        model=name, model_options=options, epochs=repeats + 1, batch_size=batch, lr=0.01, precision="bf16",
+        image_size=size, padding=4,
+    )  # fmt: skip
     rates: list[float] = []
 
     class Clock(pl.Callback):
@@ -130,20 +140,29 @@ def main() -> None:
         args.models, args.steps = "alexnet_cifar", 2
     tune_allocator()  # as the CLI does
     peak = report_peaks()
-    for name in args.models.split(","):
-        size, batch = CASES[name]
+    engine_speed: dict[str, float] = {}
+    for case in args.models.split(","):
+        if case not in CASES:
+            parser.error(f"--models: unknown case {case!r} (one of {', '.join(CASES)})")
+        name, options, size, batch = CASES[case]
         batch = 16 if args.quick else batch
-        macs = summarize(get_architecture(name, num_classes=10), name, (3, size, size)).macs
+        macs = summarize(get_architecture(name, num_classes=10, **options), name, (3, size, size)).macs
         train_flops = 3 * 2 * macs  # forward, then backward at about twice the forward
-        plain = plain_loop(name, size, batch, args.steps)
-        report(f"{name} {size}px b{batch}: plain fp32 loop + DataLoader", plain)
-        bare = bare_loop(name, size, batch, args.steps)
-        report(f"{name} {size}px b{batch}: bare loop, bf16 + channels_last + our pipeline", bare)
-        ours = engine(name, size, batch, args.steps)
-        speed = statistics.fmean(ours)
+        plain = plain_loop(name, options, size, batch, args.steps)
+        report(f"{case} {size}px b{batch}: plain fp32 loop + DataLoader", plain)
+        bare = bare_loop(name, options, size, batch, args.steps)
+        report(f"{case} {size}px b{batch}: bare loop, bf16 + channels_last + our pipeline", bare)
+        ours = engine(name, options, size, batch, args.steps)
+        speed = engine_speed[case] = statistics.fmean(ours)
+        paper = (
+            {"x_alexnet": round(speed / engine_speed["alexnet"], 2)}
+            if name == "alexnet_paper" and "alexnet" in engine_speed
+            else {}
+        )
         report(
-            f"{name} {size}px b{batch}: alexnet train engine (Lightning)",
+            f"{case} {size}px b{batch}: alexnet train engine (Lightning)",
             ours,
+            **paper,
             x_plain=round(speed / statistics.fmean(plain), 2),
             lightning_overhead_pct=round(100 * (1 - speed / statistics.fmean(bare)), 1),
             mfu_pct_of_bf16_peak=round(100 * speed * train_flops / peak, 1),

@@ -65,6 +65,19 @@ def test_paper_initialisation():
     assert abs(float(linears[0].weight.mean())) < 1e-3
 
 
+def test_alexnet_keeps_torchs_fills_unless_told_kaiming():
+    torch.manual_seed(0)
+    default = get_model("alexnet", num_classes=10).requires_grad_(False)
+    kaiming = get_model("alexnet", num_classes=10, init="kaiming").requires_grad_(False)
+    conv3 = default.features[6].weight  # 384 x 192 x 3 x 3: fan_in 1,728
+    assert abs(float(conv3.std()) - (1 / (3 * 1728)) ** 0.5) < 1e-3  # uniform(±1/sqrt(fan_in))
+    assert abs(float(kaiming.features[6].weight.std()) - (2 / 1728) ** 0.5) < 1e-3  # He-normal
+    assert float(default.features[6].bias.abs().max()) > 0 and float(kaiming.features[6].bias.abs().max()) == 0
+    assert float(kaiming.classifier[-1].weight.std()) == pytest.approx(0.01, abs=1e-3)
+    with pytest.raises(ValueError, match="init must be 'torch' or 'kaiming'"):
+        get_model("alexnet", init="paper")
+
+
 def test_lrn_uses_the_papers_formula():
     """b = a / (k + alpha * sum over 5 neighbouring channels of a^2) ** beta, alpha undivided."""
     x = torch.randn(2, 7, 3, 3) * 20

@@ -17,7 +17,12 @@ from alexnet.models.weights import torchvision_imagenet
     weights={"imagenet": torchvision_imagenet("alexnet-owt-7be5be79.pth", 56.522, min_size=63)},
 )
 def alexnet(
-    *, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, hidden: Sequence[int] = (4096, 4096)
+    *,
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    dropout: float = 0.5,
+    hidden: Sequence[int] = (4096, 4096),
+    init: Literal["torch", "kaiming"] = "torch",
 ) -> Architecture:
     """torchvision's single-tower AlexNet ("one weird trick", 2014), keys and shapes exactly as published.
 
@@ -25,7 +30,14 @@ def alexnet(
     9216-4096-1024-10 transfer head (44,428,106 parameters). The 6x6 adaptive pool keeps torchvision's
     9216-wide first Linear at every input size, so the ImageNet checkpoint always fits.
     Smallest input: 63 px.
+
+    ``init="torch"`` keeps PyTorch's default fills, as torchvision does (a model trained from scratch here
+    starts where one trained there starts); without BatchNorm they shrink the signal layer by layer and
+    the loss sits near ln(num_classes) for the first epochs. ``init="kaiming"`` (``build.init_kaiming``)
+    keeps activations at unit scale, so training moves from the first step.
     """
+    if init not in ("torch", "kaiming"):
+        raise ValueError(f"init must be 'torch' or 'kaiming', not {init!r}")
     features = (
         Conv(in_channels, 64, 11, stride=4, padding=2), ReLU(), MaxPool(3, 2),
         Conv(64, 192, 5, padding=2), ReLU(), MaxPool(3, 2),
@@ -34,7 +46,7 @@ def alexnet(
         Conv(256, 256, 3, padding=1), ReLU(), MaxPool(3, 2),
     )  # fmt: skip
     head = mlp_head(256 * 6 * 6, hidden, num_classes, dropout, dropout_first=True)
-    return Architecture(features, 6, head, init="torch")  # torchvision keeps PyTorch's default fills
+    return Architecture(features, 6, head, init=init)
 
 
 @register(
