@@ -100,6 +100,36 @@ def test_lrn_window_is_torchs_for_odd_and_even_sizes(size):
     torch.testing.assert_close(LocalResponseNorm(size, 1e-3, 0.75, 2.0)(channels_last), expected)
 
 
+@pytest.mark.parametrize("size", [3, 4, 5])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_lrn_backward_is_torchs(size, groups):
+    """The hand-written backward against autograd through torch's own kernel, per tower, in float64."""
+    x = (torch.randn(2, 8, 3, 3, dtype=torch.float64) * 20).requires_grad_(True)
+    lrn = LocalResponseNorm(size, 1e-3, 0.75, 2.0, groups=groups)
+    assert torch.autograd.gradcheck(lrn, (x,))
+    towers = x.chunk(groups, dim=1)
+    expected = torch.cat([F.local_response_norm(t, size, 1e-3 * size, 0.75, 2.0) for t in towers], dim=1)
+    upstream = torch.randn_like(expected)
+    torch.testing.assert_close(lrn(x), expected)
+    ours = torch.autograd.grad(lrn(x), x, upstream)[0]
+    torch.testing.assert_close(ours, torch.autograd.grad(expected, x, upstream)[0])
+
+
+def test_lrn_trains_in_bf16_and_channels_last_under_autocast():
+    x = (torch.randn(4, 96, 7, 7) * 30).to(memory_format=torch.channels_last)
+    upstream = torch.randn(4, 96, 7, 7)
+    reference = x.clone().requires_grad_(True)
+    F.local_response_norm(reference, 5, 5e-4, 0.75, 2.0).backward(upstream)
+    low = x.to(torch.bfloat16).requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = LocalResponseNorm()(low)
+    out.backward(upstream.to(torch.bfloat16))
+    assert out.dtype == low.grad.dtype == torch.bfloat16  # no fp32 round trip
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out.float(), F.local_response_norm(x, 5, 5e-4, 0.75, 2.0), rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(low.grad.float(), reference.grad, rtol=3e-2, atol=3e-2)
+
+
 def test_lrn_per_tower_never_mixes_towers():
     x = torch.randn(1, 8, 2, 2)
     per_tower = LocalResponseNorm(groups=2)(x)
