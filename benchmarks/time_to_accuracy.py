@@ -38,11 +38,12 @@ ABLATIONS: dict[str, dict] = {
 }
 
 
-def run_seeds(name: str, recipe: str, overrides: dict, seeds: list[int], out: Path) -> dict:
-    """Train ``recipe`` once per seed; report each run and the mean ± std."""
+def run_seeds(name: str, recipe: str, overrides: dict, seeds: list[int], out: Path, settings: dict) -> dict:
+    """Train ``recipe`` once per seed (``settings``: ``--set``, as ``train --set``); report each run and the
+    mean ± std."""
     figures, times, speeds = [], [], []
     for seed in seeds:
-        config = resolve_config(recipe=recipe, overrides={**overrides, "seed": seed})
+        config = resolve_config(recipe=recipe, overrides={**overrides, "seed": seed}, settings=settings)
         outcome = train(config, out=out / f"{name.replace(' ', '_')}-{seed}")
         tested = outcome.get("test_top1") is not None
         figure = 100 * (outcome["test_top1"] if tested else outcome["best_val_acc"])
@@ -75,14 +76,13 @@ def main() -> None:
     tune_allocator()
     report_peaks()
     with tempfile.TemporaryDirectory() as tmp:
-        overrides = {"root": args.root, "data": args.data, **parse_settings(args.settings)}
+        overrides = {"root": args.root, "data": args.data}
         if args.quick:
             # The batch is clamped to the 288 training images: one step per epoch.
             overrides.update(root=str(write_tiny_cifar(Path(tmp) / "data")), data="cifar10", epochs=1)
-        overrides = {k: v for k, v in overrides.items() if v is not None}
         rows = ABLATIONS if args.ablate else {"recipe as shipped": {}}
         for name, changes in rows.items():
-            run_seeds(name, args.recipe, {**overrides, **changes}, args.seeds, Path(tmp))
+            run_seeds(name, args.recipe, overrides, args.seeds, Path(tmp), parse_settings(args.settings) | changes)
 
 
 if __name__ == "__main__":

@@ -162,13 +162,13 @@ def _train_command(
     from alexnet.training.run import train
 
     overrides = {k: v for k, v in flags.items() if v is not None}
-    overrides.update(parse_settings(settings or ()))
+    written = parse_settings(settings or ())
     if resume is not None:
         if recipe or config_file or out:
             raise InputError("--resume continues a run as configured; it takes no --recipe, --config or --out")
-        config = load_resume(resume, overrides)
+        config = load_resume(resume, overrides | written)
     else:
-        config = resolve_config(recipe=recipe, config_file=config_file, overrides=overrides)
+        config = resolve_config(recipe=recipe, config_file=config_file, overrides=overrides, settings=written)
     report = train(config, out=out, resume=resume)
     if report is None:  # a process other than global rank 0 of a distributed run: rank 0 reports
         return

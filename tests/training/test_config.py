@@ -19,6 +19,14 @@ def test_precedence_defaults_recipe_file_flags(tmp_path):
     assert config.model_options == {"widths": [32, 128, 128]} and config.whiten  # from the recipe
 
 
+def test_set_null_clears_a_recipes_value_where_a_missing_flag_does_not():
+    kept = resolve_config(recipe="cifar10-transfer", overrides={"pretrained": None})
+    assert kept.pretrained == "imagenet"  # a flag not given
+    cleared = resolve_config(recipe="cifar10-transfer", settings={"pretrained": None, "head_epochs": 0})
+    assert cleared.pretrained is None and cleared.head_epochs == 0  # --set pretrained=null
+    assert resolve_config(overrides={"lr": 0.5}, settings={"lr": 0.25}).lr == 0.25  # --set is applied last
+
+
 def test_run_config_round_trips(tmp_path):
     import yaml
 

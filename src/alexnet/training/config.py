@@ -303,20 +303,25 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 
 def resolve_config(
-    *, recipe: str | None = None, config_file: Path | None = None, overrides: dict[str, Any] | None = None
+    *,
+    recipe: str | None = None,
+    config_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> TrainConfig:
     """Defaults, then the recipe (the default recipe when neither a recipe nor a file is given), then a
-    config file, then flags; later ones win. A ``model`` flag naming another model than the recipe's drops
-    the recipe's ``model_options``, ``hidden`` and ``image_size``."""
+    config file, then flags (``overrides``: None means not given), then ``settings`` (``--set``: taken as
+    written, so ``pretrained=null`` clears a recipe's value); later ones win. A ``model`` flag naming
+    another model than the recipe's drops the recipe's ``model_options``, ``hidden`` and ``image_size``."""
     config = TrainConfig()
     if recipe is None and config_file is None:
         recipe = DEFAULT_RECIPE
     if recipe is not None:
-        settings, _ = read_recipe(recipe)
-        config = config.replace(**settings, recipe=recipe)
+        from_recipe, _ = read_recipe(recipe)
+        config = config.replace(**from_recipe, recipe=recipe)
     if config_file is not None:
         config = config.replace(**read_config_file(config_file))
-    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None} | dict(settings or {})
     if "model" in flags and flags["model"] != config.model:
         # The recipe's head and builder options were chosen for its own model; another model starts from its own.
         config = config.replace(model_options={}, hidden=None, image_size=None)
