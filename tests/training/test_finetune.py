@@ -101,3 +101,19 @@ def test_weights_that_join_a_group_in_stage_two_train_with_fused_momentum(pretra
     train(config, out=tmp_path / "one-rate", callbacks=[recorder])
     assert recorder.rates[0] == [0.01]  # one group: the head's weights and the pretrained ones
     assert not torch.equal(recorder.conv[1], recorder.conv[0])  # stage 2 trained the pretrained conv
+
+
+def test_a_pretrained_first_conv_is_not_whitened_and_its_bias_keeps_the_freeze(pretrained_run, tmp_path):
+    # alexnet_cifar_fast: a first conv with a bias, which whitening trains for whiten_bias_epochs.
+    _, data = pretrained_run
+    fast = {**TINY, "model": "alexnet_cifar_fast", "model_options": {"widths": [8, 16, 16]}, "hidden": None}
+    source = tmp_path / "source"
+    train(resolve_config(overrides={**fast, "root": str(data), "epochs": 1, "whiten": True}), out=source)
+    config = resolve_config(overrides={**fast, "root": str(data), "epochs": 1, "pretrained": str(source),
+                                       "head_epochs": 1, "whiten": True, "whiten_bias_epochs": 3})  # fmt: skip
+    assert config.whiten and not config.whitens
+    train(config, out=tmp_path / "tuned")
+    tuned = load_file(str(tmp_path / "tuned" / "model.safetensors"))
+    start = load_file(str(source / "model.safetensors"))
+    assert torch.equal(tuned["features.0.weight"], start["features.0.weight"])
+    assert torch.equal(tuned["features.0.bias"], start["features.0.bias"])  # stage 1: frozen, whiten or not

@@ -110,6 +110,12 @@ class TrainConfig:
                 shown = f"{int(high):,}" if float(high).is_integer() else high
                 raise InputError(f"{name} must be between {low} and {shown}, not {value}")
 
+    @property
+    def whitens(self) -> bool:
+        """Whether the first conv is whitened from the data: asked for, and not pretrained (pretrained
+        weights are never overwritten)."""
+        return self.whiten and self.pretrained is None
+
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes``; unknown names or wrongly typed values raise ``InputError``."""
         known = {f.name: f for f in fields(self)}

@@ -115,9 +115,9 @@ def _whiten(model, config: TrainConfig, preprocess: Preprocess, train_images: np
     from alexnet.training.speedups import configure_norms, whiten_first_conv
 
     configure_norms(model, momentum=config.bn_momentum, eps=config.bn_eps, train_scale=config.bn_scale)
-    if config.whiten and config.pretrained is not None:
+    if config.whiten and not config.whitens:
         log.info("whiten: skipped, the first conv keeps its pretrained weights")
-    elif config.whiten:
+    elif config.whitens:
         count = min(len(train_images), 5000, max(16, 50_000_000 // max(1, train_images[0].size * 4)))
         sample = np.random.default_rng(config.seed).choice(len(train_images), count, replace=False)
         images = preprocess.evaluate(torch.from_numpy(train_images[np.sort(sample)]))[0]

@@ -136,7 +136,7 @@ class ClassificationTask(pl.LightningModule):
         if self.freeze is not None:
             apply_freeze(self.model, self.freeze, self.current_epoch)  # the two-stage schedule's switch
             start_momentum(self.trainer.optimizers[0])
-        if self.config.whiten and first_conv(self.model).bias is not None:
+        if self.config.whitens and first_conv(self.model).bias is not None:
             # The whitening conv's bias trains for the first epochs, then stays (its filters never train).
             first_conv(self.model).bias.requires_grad_(self.current_epoch < self.config.whiten_bias_epochs)
 
