@@ -103,13 +103,22 @@ def test_weights_that_join_a_group_in_stage_two_train_with_fused_momentum(pretra
     assert not torch.equal(recorder.conv[1], recorder.conv[0])  # stage 2 trained the pretrained conv
 
 
-def test_a_pretrained_first_conv_is_not_whitened_and_its_bias_keeps_the_freeze(pretrained_run, tmp_path):
-    # alexnet_cifar_fast: a first conv with a bias, which whitening trains for whiten_bias_epochs.
+# lookahead off: with fewer steps per epoch than lookahead_steps, each epoch would end on the slow weights.
+FAST = {**TINY, "model": "alexnet_cifar_fast", "model_options": {"widths": [8, 16, 16]}, "hidden": None, "lookahead": 0}
+
+
+@pytest.fixture(scope="module")
+def pretrained_fast(pretrained_run, tmp_path_factory):
+    """A finished alexnet_cifar_fast run: BatchNorm after every conv, and a first conv with a bias."""
     _, data = pretrained_run
-    fast = {**TINY, "model": "alexnet_cifar_fast", "model_options": {"widths": [8, 16, 16]}, "hidden": None}
-    source = tmp_path / "source"
-    train(resolve_config(overrides={**fast, "root": str(data), "epochs": 1, "whiten": True}), out=source)
-    config = resolve_config(overrides={**fast, "root": str(data), "epochs": 1, "pretrained": str(source),
+    source = tmp_path_factory.mktemp("runs") / "fast"
+    train(resolve_config(overrides={**FAST, "root": str(data), "epochs": 1, "whiten": True}), out=source)
+    return source, data
+
+
+def test_a_pretrained_first_conv_is_not_whitened_and_its_bias_keeps_the_freeze(pretrained_fast, tmp_path):
+    source, data = pretrained_fast
+    config = resolve_config(overrides={**FAST, "root": str(data), "epochs": 1, "pretrained": str(source),
                                        "head_epochs": 1, "whiten": True, "whiten_bias_epochs": 3})  # fmt: skip
     assert config.whiten and not config.whitens
     train(config, out=tmp_path / "tuned")
@@ -117,3 +126,31 @@ def test_a_pretrained_first_conv_is_not_whitened_and_its_bias_keeps_the_freeze(p
     start = load_file(str(source / "model.safetensors"))
     assert torch.equal(tuned["features.0.weight"], start["features.0.weight"])
     assert torch.equal(tuned["features.0.bias"], start["features.0.bias"])  # stage 1: frozen, whiten or not
+
+
+class NormModes(pl.Callback):
+    """Each epoch: whether each BatchNorm layer normalised by batch statistics, and the weights at its end."""
+
+    def __init__(self):
+        self.training, self.weights = [], []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if batch_idx == 0:
+            norms = [m for m in module.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+            self.training.append([m.training for m in norms])
+
+    def on_train_epoch_end(self, trainer, module):
+        self.weights.append({k: v.detach().clone() for k, v in module.model.state_dict().items()})
+
+
+def test_stage_two_normalises_by_batch_statistics_from_its_first_step_and_fixed_scales_stay(pretrained_fast, tmp_path):
+    source, data = pretrained_fast
+    config = resolve_config(overrides={**FAST, "root": str(data), "epochs": 2, "pretrained": str(source),
+                                       "head_epochs": 1, "bn_scale": False})  # fmt: skip
+    modes = NormModes()
+    train(config, out=tmp_path / "tuned", callbacks=[modes])
+    assert not any(modes.training[0]) and all(modes.training[1])  # stage 1: pretrained statistics; 2: batch
+    tuned, start = modes.weights[1], load_file(str(source / "model.safetensors"))
+    scales = [k for k in start if k.endswith(".weight") and start[k].ndim == 1]
+    assert scales and all(torch.equal(tuned[k], start[k]) for k in scales)  # bn_scale off: never trained
+    assert not torch.equal(tuned["features.0.weight"], start["features.0.weight"])  # stage 2 trained

@@ -8,6 +8,7 @@ frozen stay in eval mode, so their running statistics keep the pretrained values
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from torch import nn
@@ -22,14 +23,16 @@ class FreezeSchedule:
     head_epochs: int = 0
 
     @classmethod
-    def build(cls, loaded: Loaded, freeze: str, head_epochs: int) -> FreezeSchedule:
+    def build(cls, loaded: Loaded, freeze: str, head_epochs: int, fixed: Collection[str] = ()) -> FreezeSchedule:
+        """``fixed``: parameters the run keeps at their values whatever the stage (a BatchNorm scale with
+        ``bn_scale`` off)."""
         if freeze == "features":
             frozen = {n for n in loaded.loaded if n.startswith("features.")}
         elif freeze == "all-but-head":
             frozen = set(loaded.loaded)
         else:
             frozen = set()
-        return cls(frozenset(loaded.fresh), frozenset(frozen), head_epochs)
+        return cls(frozenset(loaded.fresh) - set(fixed), frozenset(frozen | set(fixed)), head_epochs)
 
     def trainable(self, name: str, epoch: int) -> bool:
         if epoch < self.head_epochs:
@@ -38,7 +41,7 @@ class FreezeSchedule:
 
 
 def apply_freeze(model: nn.Module, plan: FreezeSchedule, epoch: int) -> None:
-    """Set ``requires_grad`` for ``epoch`` and put fully frozen BatchNorm layers in eval mode."""
+    """Set ``requires_grad`` for ``epoch``, and BatchNorm modes to match (``freeze_norms``)."""
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(plan.trainable(name, epoch))
     if model.training:
@@ -46,9 +49,10 @@ def apply_freeze(model: nn.Module, plan: FreezeSchedule, epoch: int) -> None:
 
 
 def freeze_norms(model: nn.Module) -> None:
-    """Eval mode for every BatchNorm layer none of whose parameters trains (its running statistics stay)."""
+    """Eval mode for every BatchNorm layer none of whose parameters trains (its running statistics stay),
+    train mode for the others: at the switch to stage 2 its layers normalise by batch statistics again."""
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             parameters = list(module.parameters())
-            if parameters and not any(p.requires_grad for p in parameters):
-                module.eval()
+            if parameters:
+                module.train(any(p.requires_grad for p in parameters))
