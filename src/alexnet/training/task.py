@@ -34,9 +34,10 @@ class ClassificationTask(pl.LightningModule):
         super().__init__()
         self.model = model
         self.loaded = loaded
-        fixed = [name for name, parameter in model.named_parameters() if not parameter.requires_grad]
-        self.freeze = FreezeSchedule.build(loaded, config.freeze, config.head_epochs, fixed) if loaded is not None else None
-        if self.freeze is not None:
+        self.freeze = None
+        if loaded is not None:
+            fixed = [name for name, parameter in model.named_parameters() if not parameter.requires_grad]
+            self.freeze = FreezeSchedule.build(loaded, config.freeze, config.head_epochs, fixed)
             apply_freeze(model, self.freeze, epoch=0)
         self.config = config
         self.classes = classes
