@@ -80,9 +80,10 @@ def main() -> None:
         if args.quick:
             # The batch is clamped to the 288 training images: one step per epoch.
             overrides.update(root=str(write_tiny_cifar(Path(tmp) / "data")), data="cifar10", epochs=1)
+        settings = parse_settings(args.settings)
         rows = ABLATIONS if args.ablate else {"recipe as shipped": {}}
         for name, changes in rows.items():
-            run_seeds(name, args.recipe, overrides, args.seeds, Path(tmp), parse_settings(args.settings) | changes)
+            run_seeds(name, args.recipe, overrides, args.seeds, Path(tmp), settings | changes)
 
 
 if __name__ == "__main__":
