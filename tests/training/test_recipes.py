@@ -122,8 +122,14 @@ def _real_data_there(settings: dict) -> bool:
     return Path(path).exists()
 
 
+@pytest.fixture(scope="module")
+def real_data_root(tmp_path_factory):
+    """One data root for every recipe: the folder recipes decode the flowers photos into its cache once."""
+    return tmp_path_factory.mktemp("real-data")
+
+
 @pytest.mark.parametrize("name", recipe_names())
-def test_recipe_takes_real_steps_on_real_images(tmp_path, name, monkeypatch):
+def test_recipe_takes_real_steps_on_real_images(tmp_path, real_data_root, name, monkeypatch):
     from alexnet.training.run import train
 
     settings = read_recipe(name)[0]
@@ -131,7 +137,7 @@ def test_recipe_takes_real_steps_on_real_images(tmp_path, name, monkeypatch):
         pytest.skip(f"no real {settings['data']} data beside the checkout")
     if settings.get("pretrained") == "imagenet":
         _imagenet_cache(settings["model"], tmp_path, monkeypatch)
-    overrides = {"root": str(tmp_path / "data"), **REAL_DATA[settings["data"]], "epochs": 1, "batch_size": 16,
+    overrides = {"root": str(real_data_root), **REAL_DATA[settings["data"]], "epochs": 1, "batch_size": 16,
                  "train_fraction": 0.01, "val_fraction": 0.05}  # fmt: skip
     config = resolve_config(recipe=name).replace(**overrides)
     report = train(config, out=tmp_path / "run", callbacks=[_OneStep()])

@@ -78,20 +78,35 @@ def test_lookahead_update_rule():
     lookahead.step(model, 0)  # records the slow weights (1.0)
     with torch.no_grad():
         model.weight.fill_(3.0)
-    lookahead.step(model, 1)  # not a sync step: nothing changes
+    lookahead.step(model, 1)  # not an update step: nothing changes
     assert model.weight[0, 0].item() == 3.0
     lookahead.step(model, 2)  # rho = 0.9**2 * (2/4)**3
     rho = 0.81 * 0.125
     expected = 1.0 + (1 - rho) * (3.0 - 1.0)
     assert model.weight[0, 0].item() == pytest.approx(expected)
-    assert lookahead.state_dict()["weight"][0, 0].item() == pytest.approx(expected)
-    with torch.no_grad():
-        model.weight.fill_(10.0)
-    lookahead.sync(model)
-    assert model.weight[0, 0].item() == pytest.approx(expected)
+    assert lookahead.state_dict()["slow"]["weight"][0, 0].item() == pytest.approx(expected)
     restored = Lookahead(decay=0.9, every=2, total_steps=4)
     restored.load_state_dict(lookahead.state_dict())
-    assert torch.equal(restored.state_dict()["weight"], lookahead.state_dict()["weight"])
+    assert torch.equal(restored.state_dict()["slow"]["weight"], lookahead.state_dict()["slow"]["weight"])
+    assert restored.updated_at == 2
+    # An epoch that ends one step after an update: that step is averaged in with rho = 0.9**1 * (3/4)**3,
+    # not thrown away, and the next regular update counts from there.
+    with torch.no_grad():
+        model.weight.fill_(10.0)
+    lookahead.step(model, 3, epoch_end=True)
+    slow = expected + (1 - 0.9 * 0.75**3) * (10.0 - expected)
+    assert model.weight[0, 0].item() == pytest.approx(slow)
+    lookahead.step(model, 4)  # one step since the last update: no update
+    assert lookahead.updated_at == 3
+    lookahead.step(model, 3, epoch_end=True)  # no step since the last update: nothing to average
+    assert model.weight[0, 0].item() == pytest.approx(slow)
+
+
+def test_lookahead_reads_a_checkpoint_holding_the_slow_weights_alone():
+    lookahead = Lookahead(decay=0.9, every=2, total_steps=4)
+    lookahead.load_state_dict({"weight": torch.ones(1, 2)})
+    assert torch.equal(lookahead.state_dict()["slow"]["weight"], torch.ones(1, 2))
+    assert lookahead.updated_at == 0
 
 
 def test_lookahead_averages_more_strongly_as_training_ends():

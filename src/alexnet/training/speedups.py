@@ -92,9 +92,10 @@ class Lookahead:
     """Lookahead with a warming decay, as airbench uses it: every ``every`` optimiser steps the slow weights
     move toward the fast ones, ``slow += (1 - rho) (fast - slow)``, and the fast weights restart from them.
 
-    ``rho = decay ** every * (step / total_steps) ** 3`` grows from 0 (the slow weights follow the fast
-    ones while the learning rate is high) to ``decay ** every`` (strong averaging at the end). Every
-    floating-point entry of the state dict takes part, BatchNorm's running statistics included.
+    ``rho = decay ** k * (step / total_steps) ** 3``, ``k`` the steps since the last update (``every``, or
+    fewer at the end of an epoch), grows from 0 (the slow weights follow the fast ones while the learning
+    rate is high) to ``decay ** every`` (strong averaging at the end). Every floating-point entry of the state
+    dict takes part, BatchNorm's running statistics included.
     """
 
     def __init__(self, decay: float, every: int, total_steps: int) -> None:
@@ -102,6 +103,7 @@ class Lookahead:
             raise ValueError(f"lookahead decay must be in (0, 1), got {decay}")
         self.decay, self.every, self.total_steps = decay, max(1, every), max(1, total_steps)
         self.slow: dict[str, torch.Tensor] | None = None
+        self.updated_at = 0  # the optimiser step of the last update
 
     def _pairs(self, model: nn.Module):
         fast = model.state_dict()
@@ -110,23 +112,24 @@ class Lookahead:
         return [(self.slow[k], fast[k]) for k in self.slow]
 
     @torch.no_grad()
-    def step(self, model: nn.Module, step: int) -> None:
-        """Call after optimiser step number ``step`` (1-based)."""
-        if step % self.every:
+    def step(self, model: nn.Module, step: int, *, epoch_end: bool = False) -> None:
+        """Call after optimiser step number ``step`` (1-based). At an epoch's end (``epoch_end``, before its
+        validation) the update comes whatever the step, so that validation and checkpoints see the slow
+        weights and the steps since the last update are averaged in, not thrown away."""
+        pairs = self._pairs(model)
+        steps = step - self.updated_at
+        if steps <= 0 or (steps < self.every and not epoch_end):
             return
-        rho = self.decay**self.every * min(1.0, step / self.total_steps) ** 3
-        for slow, fast in self._pairs(model):
+        rho = self.decay**steps * min(1.0, step / self.total_steps) ** 3
+        for slow, fast in pairs:
             slow.lerp_(fast, 1 - rho)
             fast.copy_(slow)
+        self.updated_at = step
 
-    @torch.no_grad()
-    def sync(self, model: nn.Module) -> None:
-        """Restart the fast weights from the slow ones (at the end of each epoch, before validation)."""
-        for slow, fast in self._pairs(model):
-            fast.copy_(slow)
+    def state_dict(self) -> dict:
+        return {"slow": dict(self.slow or {}), "updated_at": self.updated_at}
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return dict(self.slow or {})
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.slow = {k: v.clone() for k, v in state.items()} if state else None
+    def load_state_dict(self, state: dict) -> None:
+        slow = state.get("slow", {}) if "updated_at" in state else state  # older checkpoints: the slow weights
+        self.slow = {k: v.clone() for k, v in slow.items()} if slow else None
+        self.updated_at = int(state.get("updated_at", 0))

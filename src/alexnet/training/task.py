@@ -87,9 +87,9 @@ class ClassificationTask(pl.LightningModule):
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         if self.lookahead is not None:
-            self.lookahead.step(self.model, self.global_step)
-            if batch_idx + 1 == self.trainer.num_training_batches:
-                self.lookahead.sync(self.model)  # before the epoch's validation, which runs ahead of epoch end
+            # The epoch's last update comes before its validation, which runs ahead of on_train_epoch_end.
+            epoch_end = batch_idx + 1 == self.trainer.num_training_batches
+            self.lookahead.step(self.model, self.global_step, epoch_end=epoch_end)
 
     def on_train_epoch_end(self) -> None:
         self.log_dict({"train_loss": self.train_loss.compute(), "train_acc": self.train_acc.compute()})
