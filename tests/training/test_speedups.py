@@ -116,7 +116,7 @@ def test_lookahead_averages_more_strongly_as_training_ends():
         with torch.no_grad():
             model.weight.fill_(0.0)
         lookahead = Lookahead(decay=0.95, every=1, total_steps=4)
-        lookahead.step(model, 0)
+        lookahead.step(model, step - 1)  # the slow weights (0) and the update before this one
         with torch.no_grad():
             model.weight.fill_(1.0)
         lookahead.step(model, step)
