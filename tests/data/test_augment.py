@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from alexnet.data.augment import (
     IMAGENET_PCA_EIGVAL,
     Preprocess,
+    cutout_,
     flip_translate_views,
     random_crop,
     random_hflip,
@@ -173,3 +174,29 @@ def test_flip_translate_views_shift_one_pixel_each_way_with_mirrors():
     assert torch.equal(views[3:], views[:3].flip(-1))
     preprocess = Preprocess(image_size=8, channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
     assert preprocess.evaluate(images, "flip-translate").shape == (6, 2, 3, 8, 8)
+
+
+def test_cutout_zeroes_one_square_per_image_clipped_at_the_edges():
+    images = torch.ones(200, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    out = cutout_(images.clone(), 6, _gen())
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    holes = out[:, 0] == 0
+    assert torch.equal(holes[:, None].expand_as(out), out == 0)  # the same square in every channel
+    rows, cols = holes.any(2), holes.any(1)
+    # Each hole is a rectangle: its pixels are the product of the rows and columns it touches.
+    assert torch.equal(holes, rows[:, :, None] & cols[:, None, :])
+    heights, widths = rows.sum(1), cols.sum(1)
+    assert heights.max() == 6 and widths.max() == 6 and heights.min() >= 3 and widths.min() >= 3
+    assert (heights < 6).any()  # some squares hang over an edge
+    corners = holes[:, 0, 0] | holes[:, 0, -1] | holes[:, -1, 0] | holes[:, -1, -1]
+    assert corners.any() and not corners.all()
+    assert torch.equal(cutout_(images.clone(), 6, _gen()), out)  # given the generator, the same squares
+
+
+def test_cutout_comes_after_normalisation_and_resize():
+    prep = Preprocess(image_size=24, channels=3, mean=(0.5,), std=(0.5,), cutout=8)
+    out = prep.train(torch.full((50, 3, 12, 12), 255, dtype=torch.uint8), _gen())
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    zeros = (out[:, 0] == 0).sum((1, 2))
+    assert zeros.max() == 64 and zeros.min() >= 16  # 8 x 8 px of the 24-px input, clipped to at least 4 x 4
+    torch.testing.assert_close(out[out != 0], torch.ones_like(out[out != 0]))  # elsewhere the normalised white

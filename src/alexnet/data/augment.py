@@ -119,6 +119,22 @@ def random_resized_crop(
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def cutout_(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Cutout (DeVries and Taylor, 2017): a ``size`` x ``size`` square of each image set to 0 (the
+    mean of normalised inputs), centred anywhere in the image, so that near an edge only part of it falls
+    inside. In place, so that the images keep their memory layout (channels_last)."""
+    n, _, h, w = images.shape
+    cy = torch.randint(0, h, (n,), generator=generator, device=generator.device).to(images.device)
+    cx = torch.randint(0, w, (n,), generator=generator, device=generator.device).to(images.device)
+    top, left = cy - size // 2, cx - size // 2
+    rows = torch.arange(h, device=images.device)
+    cols = torch.arange(w, device=images.device)
+    inside_rows = (rows >= top[:, None]) & (rows < top[:, None] + size)  # (N, H)
+    inside_cols = (cols >= left[:, None]) & (cols < left[:, None] + size)  # (N, W)
+    square = inside_rows[:, None, :, None] & inside_cols[:, None, None, :]
+    return images.masked_fill_(square, 0)
+
+
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     """Bilinear resize of float images to ``size`` x ``size`` (antialiased when shrinking)."""
     if images.shape[-2:] == (size, size):
@@ -176,7 +192,8 @@ class Preprocess:
     zeros (CIFAR's pad-4-crop-32; the paper's random 224 of 256 with padding 0), ``"resized"`` an
     Inception-style random-resized crop, ``"none"`` the whole image. Then an optional mirror and PCA
     lighting (``lighting`` is the paper's sigma, 0.1; 0 turns it off), normalisation, resize to
-    ``image_size`` and grey-to-RGB (or RGB-to-grey) for the model's ``channels``.
+    ``image_size``, grey-to-RGB (or RGB-to-grey) for the model's ``channels`` and an optional cutout square
+    of ``cutout`` px of the model's input.
     """
 
     image_size: int  # model input side, px
@@ -188,6 +205,7 @@ class Preprocess:
     padding_mode: Literal["zeros", "reflect"] = "zeros"
     flip: bool = True
     lighting: float = 0.0
+    cutout: int = 0  # px of the model input; 0 turns it off
     scale: tuple[float, float] = (0.08, 1.0)  # area fractions for crop="resized"
     pca_eigval: tuple[float, ...] = IMAGENET_PCA_EIGVAL
     pca_eigvec: tuple[tuple[float, ...], ...] = IMAGENET_PCA_EIGVEC
@@ -238,7 +256,8 @@ class Preprocess:
             eigval = torch.tensor(self.pca_eigval, dtype=torch.float32)
             eigvec = torch.tensor(self.pca_eigvec, dtype=torch.float32)
             shift = pca_shift(len(images), generator, self.lighting, eigval, eigvec)
-        return self._finish(images, shift, dtype)
+        images = self._finish(images, shift, dtype)
+        return cutout_(images, self.cutout, generator) if self.cutout else images
 
     def to_pixels(self, inputs: torch.Tensor) -> torch.Tensor:
         """Model inputs (N, channels, S, S) back to RGB pixels in [0, 1], float32 (N, 3, S, S), for pictures."""

@@ -62,6 +62,7 @@ class TrainConfig:
     flip: bool = True  # random horizontal mirror
     alternate_flips: bool = False  # each image's mirror drawn once, then inverted every other epoch (airbench)
     lighting: float = 0.0  # PCA lighting sigma (the paper: 0.1)
+    cutout: int = 0  # px side of a square of each training image set to the mean (model input px); 0: off
     scale_min: float = 0.08  # smallest area fraction for crop="resized"
     # optimisation
     epochs: int = 10  # passes over the training set
@@ -136,7 +137,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "lookahead_steps": (1, math.inf), "image_size": (1, 4096), "in_channels": (1, math.inf),
     "storage_size": (8, 4096), "lr": (0, math.inf), "seed": (0, 2**32 - 1), "dropout": (0, 1), "momentum": (0, 1),
     "weight_decay": (0, math.inf), "label_smoothing": (0, 1), "head_epochs": (0, math.inf),
-    "warmup_epochs": (0, math.inf), "grad_clip": (0, math.inf),
+    "warmup_epochs": (0, math.inf), "grad_clip": (0, math.inf), "padding": (0, 4096), "cutout": (0, 4096),
 }  # fmt: skip
 
 
