@@ -81,7 +81,8 @@ def main() -> None:
             # The batch is clamped to the 288 training images: one step per epoch.
             overrides.update(root=str(write_tiny_cifar(Path(tmp) / "data")), data="cifar10", epochs=1)
         settings = parse_settings(args.settings)
-        rows = ABLATIONS if args.ablate else {"recipe as shipped": {}}
+        shipped = "recipe with " + ", ".join(args.settings) if args.settings else "recipe as shipped"
+        rows = {shipped: {}} | ({k: v for k, v in ABLATIONS.items() if v} if args.ablate else {})
         for name, changes in rows.items():
             run_seeds(name, args.recipe, overrides, args.seeds, Path(tmp), settings | changes)
 
