@@ -116,12 +116,13 @@ class Lookahead:
         """Call after optimiser step number ``step`` (1-based). At an epoch's end (``epoch_end``, before its
         validation) the update comes whatever the step, so that validation and checkpoints see the slow
         weights and the steps since the last update are averaged in, not thrown away."""
-        pairs = self._pairs(model)
+        if self.slow is None:
+            self._pairs(model)  # records the slow weights
         steps = step - self.updated_at
         if steps <= 0 or (steps < self.every and not epoch_end):
-            return
+            return  # most steps: no state_dict walk on the hot path
         rho = self.decay**steps * min(1.0, step / self.total_steps) ** 3
-        for slow, fast in pairs:
+        for slow, fast in self._pairs(model):
             slow.lerp_(fast, 1 - rho)
             fast.copy_(slow)
         self.updated_at = step
