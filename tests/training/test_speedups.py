@@ -74,32 +74,47 @@ def test_lookahead_update_rule():
     model = nn.Linear(2, 1, bias=False)
     with torch.no_grad():
         model.weight.fill_(1.0)
-    lookahead = Lookahead(decay=0.9, every=2, total_steps=4)
-    lookahead.step(model, 0)  # records the slow weights (1.0)
+    lookahead = Lookahead(decay=0.9, every=2, total_steps=8)
+    lookahead.step(model, 1)  # not an update step, and no slow weights yet
+    assert lookahead.state_dict()["slow"] == {}
+    lookahead.step(model, 2)  # the first update: the slow weights are the fast ones (1.0)
+    assert model.weight[0, 0].item() == 1.0 and lookahead.updated_at == 2
     with torch.no_grad():
         model.weight.fill_(3.0)
-    lookahead.step(model, 1)  # not an update step: nothing changes
+    lookahead.step(model, 3)  # not an update step: nothing changes
     assert model.weight[0, 0].item() == 3.0
-    lookahead.step(model, 2)  # rho = 0.9**2 * (2/4)**3
+    lookahead.step(model, 4)  # rho = 0.9**2 * (4/8)**3
     rho = 0.81 * 0.125
     expected = 1.0 + (1 - rho) * (3.0 - 1.0)
     assert model.weight[0, 0].item() == pytest.approx(expected)
     assert lookahead.state_dict()["slow"]["weight"][0, 0].item() == pytest.approx(expected)
-    restored = Lookahead(decay=0.9, every=2, total_steps=4)
+    restored = Lookahead(decay=0.9, every=2, total_steps=8)
     restored.load_state_dict(lookahead.state_dict())
     assert torch.equal(restored.state_dict()["slow"]["weight"], lookahead.state_dict()["slow"]["weight"])
-    assert restored.updated_at == 2
-    # An epoch that ends one step after an update: that step is averaged in with rho = 0.9**1 * (3/4)**3,
+    assert restored.updated_at == 4
+    # An epoch that ends one step after an update: that step is averaged in with rho = 0.9**1 * (5/8)**3,
     # not thrown away, and the next regular update counts from there.
     with torch.no_grad():
         model.weight.fill_(10.0)
-    lookahead.step(model, 3, epoch_end=True)
-    slow = expected + (1 - 0.9 * 0.75**3) * (10.0 - expected)
+    lookahead.step(model, 5, epoch_end=True)
+    slow = expected + (1 - 0.9 * (5 / 8) ** 3) * (10.0 - expected)
     assert model.weight[0, 0].item() == pytest.approx(slow)
-    lookahead.step(model, 4)  # one step since the last update: no update
-    assert lookahead.updated_at == 3
-    lookahead.step(model, 3, epoch_end=True)  # no step since the last update: nothing to average
+    lookahead.step(model, 6)  # one step since the last update: no update
+    assert lookahead.updated_at == 5
+    lookahead.step(model, 5, epoch_end=True)  # no step since the last update: nothing to average
     assert model.weight[0, 0].item() == pytest.approx(slow)
+
+
+def test_a_run_shorter_than_one_lookahead_period_keeps_its_steps():
+    # Four steps, an epoch's end before the first regular update: the slow weights start there, so
+    # validation sees the trained weights, not an average pulled back toward the initialisation.
+    model = nn.Linear(1, 1, bias=False)
+    lookahead = Lookahead(decay=0.95, every=5, total_steps=4)
+    for step in (1, 2, 3, 4):
+        with torch.no_grad():
+            model.weight.fill_(float(step))
+        lookahead.step(model, step, epoch_end=step == 4)
+    assert model.weight.item() == 4.0 and lookahead.state_dict()["slow"]["weight"].item() == 4.0
 
 
 def test_lookahead_reads_a_checkpoint_holding_the_slow_weights_alone():
@@ -111,17 +126,17 @@ def test_lookahead_reads_a_checkpoint_holding_the_slow_weights_alone():
 
 def test_lookahead_averages_more_strongly_as_training_ends():
     rhos = []
-    for step in (1, 2, 3, 4):
+    for step in (2, 3, 4):
         model = nn.Linear(1, 1, bias=False)
         with torch.no_grad():
             model.weight.fill_(0.0)
         lookahead = Lookahead(decay=0.95, every=1, total_steps=4)
-        lookahead.step(model, step - 1)  # the slow weights (0) and the update before this one
+        lookahead.step(model, step - 1)  # the first update: the slow weights (0), one step before this one
         with torch.no_grad():
             model.weight.fill_(1.0)
         lookahead.step(model, step)
         rhos.append(1 - model.weight.item())
-    assert rhos == pytest.approx([0.95 * (s / 4) ** 3 for s in (1, 2, 3, 4)])
+    assert rhos == pytest.approx([0.95 * (s / 4) ** 3 for s in (2, 3, 4)])
 
 
 def test_lookahead_rejects_a_decay_outside_0_1():

@@ -95,7 +95,9 @@ class Lookahead:
     ``rho = decay ** k * (step / total_steps) ** 3``, ``k`` the steps since the last update (``every``, or
     fewer at the end of an epoch), grows from 0 (the slow weights follow the fast ones while the learning
     rate is high) to ``decay ** every`` (strong averaging at the end). Every floating-point entry of the state
-    dict takes part, BatchNorm's running statistics included.
+    dict takes part, BatchNorm's running statistics included. The slow weights start where the first update
+    finds the fast ones (airbench starts them at the initialisation): the average never holds the random
+    initial weights, which a run of a few steps would otherwise be pulled back to.
     """
 
     def __init__(self, decay: float, every: int, total_steps: int) -> None:
@@ -116,11 +118,13 @@ class Lookahead:
         """Call after optimiser step number ``step`` (1-based). At an epoch's end (``epoch_end``, before its
         validation) the update comes whatever the step, so that validation and checkpoints see the slow
         weights and the steps since the last update are averaged in, not thrown away."""
-        if self.slow is None:
-            self._pairs(model)  # records the slow weights
         steps = step - self.updated_at
         if steps <= 0 or (steps < self.every and not epoch_end):
             return  # most steps: no state_dict walk on the hot path
+        if self.slow is None:
+            self._pairs(model)  # the first update: the slow weights are the fast ones as they stand
+            self.updated_at = step
+            return
         rho = self.decay**steps * min(1.0, step / self.total_steps) ** 3
         for slow, fast in self._pairs(model):
             slow.lerp_(fast, 1 - rho)
