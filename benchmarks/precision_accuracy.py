@@ -17,7 +17,7 @@ from alexnet.runtime import tune_allocator
 from alexnet.training.config import resolve_config
 from alexnet.training.run import train
 
-from common import parse_args, report, report_peaks, write_tiny_cifar
+from common import ACCURACY_DIGITS, parse_args, report, report_peaks, write_tiny_cifar
 
 
 def main() -> None:
@@ -43,11 +43,12 @@ def main() -> None:
                 f"{args.recipe} ({args.epochs} epochs) {precision}",
                 [100 * outcome["test_top1"]],
                 unit="% test top-1",
+                digits=ACCURACY_DIGITS,
                 train_time_s=outcome["train_time_s"],
                 images_per_s=outcome["images_per_s"],
             )
     gap = 100 * (results["bf16"] - results["fp32"])
-    report(f"{args.recipe} bf16 minus fp32", [gap], unit="points", within_0_3=abs(gap) <= 0.3)
+    report(f"{args.recipe} bf16 minus fp32", [gap], unit="points", digits=ACCURACY_DIGITS, within_0_3=abs(gap) <= 0.3)
 
 
 if __name__ == "__main__":

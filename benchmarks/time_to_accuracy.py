@@ -22,7 +22,7 @@ from alexnet.runtime import tune_allocator
 from alexnet.training.config import parse_settings, resolve_config
 from alexnet.training.run import train
 
-from common import parse_args, report, report_peaks, write_tiny_cifar
+from common import ACCURACY_DIGITS, parse_args, report, report_peaks, write_tiny_cifar
 
 # Each row undoes one of the cifar10 recipe's speed options (what the engine does without it).
 ABLATIONS: dict[str, dict] = {
@@ -51,12 +51,13 @@ def run_seeds(name: str, recipe: str, overrides: dict, seeds: list[int], out: Pa
         figures.append(figure)
         times.append(outcome["train_time_s"])
         speeds.append(outcome["images_per_s"])
-        report(f"{recipe} [{name}] seed {seed}", [figure], unit=f"% {split} top-1",
+        report(f"{recipe} [{name}] seed {seed}", [figure], unit=f"% {split} top-1", digits=ACCURACY_DIGITS,
                train_time_s=outcome["train_time_s"], images_per_s=outcome["images_per_s"], tta=config.tta)  # fmt: skip
     return report(
         f"{recipe} [{name}] over {len(seeds)} seed(s)",
         figures,
         unit=f"% {split} top-1",
+        digits=ACCURACY_DIGITS,
         train_time_s=round(statistics.fmean(times), 1),
         train_time_std_s=round(statistics.stdev(times), 1) if len(times) > 1 else 0.0,
         images_per_s=round(statistics.fmean(speeds), 1),
