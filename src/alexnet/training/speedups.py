@@ -121,12 +121,8 @@ class Lookahead:
         steps = step - self.updated_at
         if steps <= 0 or (steps < self.every and not epoch_end):
             return  # most steps: no state_dict walk on the hot path
-        if self.slow is None:
-            self._pairs(model)  # the first update: the slow weights are the fast ones as they stand
-            self.updated_at = step
-            return
         rho = self.decay**steps * min(1.0, step / self.total_steps) ** 3
-        for slow, fast in self._pairs(model):
+        for slow, fast in self._pairs(model):  # the first update records the slow weights: a no-op lerp
             slow.lerp_(fast, 1 - rho)
             fast.copy_(slow)
         self.updated_at = step
