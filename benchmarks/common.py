@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alexnet.runtime import device_name
+from alexnet.runtime import cpu_supports_bf16, device_name, resolve_precision
 
 
 def _sync(device: str) -> None:
@@ -71,12 +71,23 @@ def matmul_peak_flops(dtype: torch.dtype, n: int = 4096) -> float:
 
 
 def report_peaks() -> float:
-    """Print the bf16 and fp32 matmul peaks (machines of our kind differ by 1.5x and more); returns bf16's."""
+    """Print the bf16 and fp32 matmul peaks (machines of our kind differ by 1.5x and more, and some have no
+    fast bf16 at all); returns the peak of the precision ``auto`` trains in here (``training_precision``)."""
     n = 256 if QUICK else 4096
-    peak = matmul_peak_flops(torch.bfloat16, n)
-    report(f"bf16 matmul peak ({n}^3)", [peak / 1e9], unit="GFLOP/s")
-    report(f"fp32 matmul peak ({n}^3)", [matmul_peak_flops(torch.float32, n) / 1e9], unit="GFLOP/s")
-    return peak
+    # Without AVX512-BF16 or AMX, bf16 products are emulated at about 1 GFLOP/s (an AVX2 EPYC): a 4096^3
+    # product would take minutes, and 512^3 measures the same rate.
+    bf16_n = n if cpu_supports_bf16() else min(n, 512)
+    bf16 = matmul_peak_flops(torch.bfloat16, bf16_n)
+    fp32 = matmul_peak_flops(torch.float32, n)
+    emulated = {} if cpu_supports_bf16() else {"note": "no AVX512-BF16 or AMX: emulated, training runs in fp32"}
+    report(f"bf16 matmul peak ({bf16_n}^3)", [bf16 / 1e9], unit="GFLOP/s", **emulated)
+    report(f"fp32 matmul peak ({n}^3)", [fp32 / 1e9], unit="GFLOP/s")
+    return bf16 if training_precision() == "bf16" else fp32
+
+
+def training_precision() -> str:
+    """What ``--precision auto`` resolves to on this machine's CPU: the precision the benchmarks train in."""
+    return resolve_precision("auto", "cpu")
 
 
 ACCURACY_DIGITS = 2  # accuracies in %: a 10,000-image test set resolves 0.01 points, and 95.0 must not hide 94.96

@@ -25,7 +25,7 @@ from PIL import Image
 
 from alexnet.data import BatchLoader, ImageSet, Preprocess, load_splits
 from alexnet.data.folder import load_folder
-from alexnet.runtime import tune_allocator
+from alexnet.runtime import resolve_precision, tune_allocator
 
 from common import measure, parse_args, report, report_peaks, write_tiny_cifar
 
@@ -46,16 +46,18 @@ def _epoch_rate(data: ImageSet, prep: Preprocess, batch: int, device: str, batch
 
 
 def _training_rate(model_name: str, image_size: int, batch: int, device: str) -> list[float]:
-    """A bare bf16 + channels_last SGD step of the model the pipeline feeds, for the ratio."""
+    """A bare channels_last SGD step of the model the pipeline feeds, in the precision ``auto`` picks on
+    ``device``, for the ratio."""
     from alexnet.models import get_model
 
     model = get_model(model_name, num_classes=10).to(device).to(memory_format=torch.channels_last)
     optimiser = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     images = torch.randn(batch, 3, image_size, image_size, device=device).to(memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (batch,), device=device)
+    kind = device.split(":")[0]
 
     def step() -> None:
-        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16):
+        with torch.autocast(kind, dtype=torch.bfloat16, enabled=resolve_precision("auto", kind) == "bf16"):
             loss = torch.nn.functional.cross_entropy(model(images), labels)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -80,14 +82,17 @@ def main() -> None:
     device = args.device
     tune_allocator()  # as the CLI does
     report_peaks()
+    precision = resolve_precision("auto", device.split(":")[0])
     # --quick: synthetic data, small batches, a few photos and a tiny CIFAR-10 for the memory probe.
     small_batch, large_batch, photos_per_class = (16, 8, 4) if args.quick else (256, 128, 80)
 
     cifar = _cifar(None if args.quick else args.shared)
     small = report(
-        "training alexnet_cifar 32px bf16 (bare step)", _training_rate("alexnet_cifar", 32, small_batch, device)
+        f"training alexnet_cifar 32px {precision} (bare step)", _training_rate("alexnet_cifar", 32, small_batch, device)
     )
-    large = report("training alexnet 224px bf16 (bare step)", _training_rate("alexnet", 224, large_batch, device))
+    large = report(
+        f"training alexnet 224px {precision} (bare step)", _training_rate("alexnet", 224, large_batch, device)
+    )
 
     def feed(name: str, rates: list[float], trained: dict) -> None:
         report(name, rates, device=device, x_training=round(statistics.fmean(rates) / trained["mean"], 1))

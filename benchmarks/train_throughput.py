@@ -3,10 +3,11 @@
     .venv/bin/python benchmarks/train_throughput.py [--models alexnet,alexnet_paper,...] [--steps 8]
 
 For each model: (1) a plain fp32 eager loop fed by a torch DataLoader (the notebook baseline: NCHW,
-resize and normalise per batch), (2) the same bare loop with our choices (bf16 autocast, channels_last,
-our batched pipeline), (3) the Lightning engine that `alexnet train` runs. Reports images/s, the engine's
-speed-up over the plain loop, Lightning's overhead over the bare loop, and model FLOPs utilisation
-against the bf16 matmul peak this benchmark measures first. One JSON line per result. The 2012 network
+resize and normalise per batch), (2) the same bare loop with our choices (the precision ``--precision auto``
+picks here: bf16 autocast where the CPU does bf16 fast, else fp32; channels_last; our batched pipeline), (3)
+the Lightning engine that `alexnet train` runs. Reports images/s, the engine's speed-up over the plain loop,
+Lightning's overhead over the bare loop, and model FLOPs utilisation against the matmul peak of that
+precision, which this benchmark measures first. One JSON line per result. The 2012 network
 (`alexnet_paper`, one or two towers) has the MACs of `alexnet`; its engine speed is also given as a fraction
 of `alexnet`'s (`x_alexnet`, measured in the same run), the cost of its LRN and towers.
 """
@@ -29,7 +30,7 @@ from alexnet.training.config import TrainConfig
 from alexnet.training.optim import build_optimizer
 
 import common
-from common import measure, parse_args, report, report_peaks
+from common import measure, parse_args, report, report_peaks, training_precision
 
 # case: (registered model, builder options, image size, batch)
 CASES = {
@@ -71,17 +72,18 @@ def plain_loop(name: str, options: dict, size: int, batch: int, steps: int) -> l
 
 
 def bare_loop(name: str, options: dict, size: int, batch: int, steps: int) -> list[float]:
-    """Our choices without Lightning: BatchLoader, batched Preprocess, bf16 autocast, channels_last, and the
-    engine's optimiser (fused SGD, Nesterov, weight decay), so the difference to the engine is Lightning's."""
+    """Our choices without Lightning: BatchLoader, batched Preprocess, the engine's precision, channels_last, and
+    the engine's optimiser (fused SGD, Nesterov, weight decay), so the difference to the engine is Lightning's."""
     model = get_model(name, num_classes=10, **options).to(memory_format=torch.channels_last)
     optimiser = build_optimizer(model, TrainConfig(model=name, lr=0.01))  # the engine's optimiser, step for step
     prep = Preprocess(image_size=size, channels=3, mean=MEAN, std=STD, padding=4)
     loader = BatchLoader(_data(batch * (steps + 2)), batch, shuffle=True, drop_last=True)
     generator = torch.Generator().manual_seed(0)
+    bf16 = training_precision() == "bf16"
 
     def epoch() -> None:
         for i, (images, labels) in enumerate(loader):
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 loss = F.cross_entropy(model(prep.train(images, generator)), labels)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -93,7 +95,7 @@ def bare_loop(name: str, options: dict, size: int, batch: int, steps: int) -> li
 
 
 def engine(name: str, options: dict, size: int, batch: int, steps: int) -> list[float]:
-    """`alexnet train`'s engine: Lightning Trainer, our task, data module and callbacks, bf16 autocast."""
+    """`alexnet train`'s engine: Lightning Trainer, our task, data module and callbacks, ``--precision auto``."""
     import tempfile
     from pathlib import Path
 
@@ -105,7 +107,7 @@ def engine(name: str, options: dict, size: int, batch: int, steps: int) -> list[
     repeats = 2 if common.QUICK else 3
     data = _data(batch * (steps + 1) * (repeats + 1))
     config = TrainConfig(
-        model=name, model_options=options, epochs=repeats + 1, batch_size=batch, lr=0.01, precision="bf16",
+        model=name, model_options=options, epochs=repeats + 1, batch_size=batch, lr=0.01, precision="auto",
         image_size=size, padding=4,
     )  # fmt: skip
     rates: list[float] = []
@@ -139,7 +141,7 @@ def main() -> None:
     if args.quick:
         args.models, args.steps = "alexnet_cifar", 2
     tune_allocator()  # as the CLI does
-    peak = report_peaks()
+    peak, precision = report_peaks(), training_precision()
     alexnet_speed = None  # the engine's images/s for `alexnet`, when measured in this run
     for case in args.models.split(","):
         if case not in CASES:
@@ -151,7 +153,7 @@ def main() -> None:
         plain = plain_loop(name, options, size, batch, args.steps)
         report(f"{case} {size}px b{batch}: plain fp32 loop + DataLoader", plain)
         bare = bare_loop(name, options, size, batch, args.steps)
-        report(f"{case} {size}px b{batch}: bare loop, bf16 + channels_last + our pipeline", bare)
+        report(f"{case} {size}px b{batch}: bare loop, {precision} + channels_last + our pipeline", bare)
         ours = engine(name, options, size, batch, args.steps)
         speed = statistics.fmean(ours)
         alexnet_speed = speed if case == "alexnet" else alexnet_speed
@@ -162,7 +164,8 @@ def main() -> None:
             **paper,
             x_plain=round(speed / statistics.fmean(plain), 2),
             lightning_overhead_pct=round(100 * (1 - speed / statistics.fmean(bare)), 1),
-            mfu_pct_of_bf16_peak=round(100 * speed * train_flops / peak, 1),
+            precision=precision,
+            mfu_pct_of_peak=round(100 * speed * train_flops / peak, 1),
             train_gflop_per_image=round(train_flops / 1e9, 3),
         )
 
