@@ -30,7 +30,7 @@ from alexnet.models.build import build
 from alexnet.models.plan import fits, smallest_input_size
 from alexnet.models.weights import Loaded, load_weights
 from alexnet.pretrained import Pretrained, load_pretrained
-from alexnet.runtime import device_name
+from alexnet.runtime import device_name, precision_note
 from alexnet.training.config import TrainConfig
 from alexnet.training.distributed import RUN_DIR_ENV, Layout, detect_layout, threads_per_process
 
@@ -283,7 +283,8 @@ def fit(run: PreparedRun, engine: Engine) -> float:
             "run directory %s",
             config.model, dataset.name, len(dataset.train), len(dataset.val) if dataset.val is not None else 0,
             len(dataset.test) if dataset.test is not None else 0, run.card.preprocess.image_size,
-            engine.trainer.precision, run.layout.world_size, "" if run.layout.world_size == 1 else "es",
+            engine.trainer.precision + precision_note(config.precision, "cuda" if torch.cuda.is_available() else "cpu"),
+            run.layout.world_size, "" if run.layout.world_size == 1 else "es",
             run.batch_size * run.layout.world_size, run.run_dir,
         )  # fmt: skip
     started = time.perf_counter()
