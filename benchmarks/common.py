@@ -76,10 +76,11 @@ def report_peaks() -> float:
     n = 256 if QUICK else 4096
     # Without AVX512-BF16 or AMX, bf16 products are emulated at about 1 GFLOP/s (an AVX2 EPYC): a 4096^3
     # product would take minutes, and 512^3 measures the same rate.
-    bf16_n = n if cpu_supports_bf16() else min(n, 512)
+    fast = cpu_supports_bf16()
+    bf16_n = n if fast else min(n, 512)
     bf16 = matmul_peak_flops(torch.bfloat16, bf16_n)
     fp32 = matmul_peak_flops(torch.float32, n)
-    emulated = {} if cpu_supports_bf16() else {"note": "no AVX512-BF16 or AMX: emulated, training runs in fp32"}
+    emulated = {} if fast else {"note": "no AVX512-BF16 or AMX: emulated, training runs in fp32"}
     report(f"bf16 matmul peak ({bf16_n}^3)", [bf16 / 1e9], unit="GFLOP/s", **emulated)
     report(f"fp32 matmul peak ({n}^3)", [fp32 / 1e9], unit="GFLOP/s")
     return bf16 if training_precision() == "bf16" else fp32

@@ -45,19 +45,19 @@ def _epoch_rate(data: ImageSet, prep: Preprocess, batch: int, device: str, batch
     return measure(run, items=batch * min(batches, len(loader)), device=device, warmup=1, repeats=5)
 
 
-def _training_rate(model_name: str, image_size: int, batch: int, device: str) -> list[float]:
-    """A bare channels_last SGD step of the model the pipeline feeds, in the precision ``auto`` picks on
-    ``device``, for the ratio."""
+def _training_rate(model_name: str, image_size: int, batch: int, device: str, precision: str) -> list[float]:
+    """A bare channels_last SGD step of the model the pipeline feeds, in ``precision`` (what ``auto`` picks on
+    ``device``), for the ratio."""
     from alexnet.models import get_model
 
     model = get_model(model_name, num_classes=10).to(device).to(memory_format=torch.channels_last)
     optimiser = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     images = torch.randn(batch, 3, image_size, image_size, device=device).to(memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (batch,), device=device)
-    kind = device.split(":")[0]
+    kind, bf16 = device.split(":")[0], precision == "bf16"
 
     def step() -> None:
-        with torch.autocast(kind, dtype=torch.bfloat16, enabled=resolve_precision("auto", kind) == "bf16"):
+        with torch.autocast(kind, dtype=torch.bfloat16, enabled=bf16):
             loss = torch.nn.functional.cross_entropy(model(images), labels)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -88,10 +88,12 @@ def main() -> None:
 
     cifar = _cifar(None if args.quick else args.shared)
     small = report(
-        f"training alexnet_cifar 32px {precision} (bare step)", _training_rate("alexnet_cifar", 32, small_batch, device)
+        f"training alexnet_cifar 32px {precision} (bare step)",
+        _training_rate("alexnet_cifar", 32, small_batch, device, precision),
     )
     large = report(
-        f"training alexnet 224px {precision} (bare step)", _training_rate("alexnet", 224, large_batch, device)
+        f"training alexnet 224px {precision} (bare step)",
+        _training_rate("alexnet", 224, large_batch, device, precision),
     )
 
     def feed(name: str, rates: list[float], trained: dict) -> None:

@@ -283,7 +283,7 @@ def fit(run: PreparedRun, engine: Engine) -> float:
             "run directory %s",
             config.model, dataset.name, len(dataset.train), len(dataset.val) if dataset.val is not None else 0,
             len(dataset.test) if dataset.test is not None else 0, run.card.preprocess.image_size,
-            engine.trainer.precision + precision_note(config.precision, "cuda" if torch.cuda.is_available() else "cpu"),
+            engine.trainer.precision + precision_note(config.precision, engine.trainer.strategy.root_device.type),
             run.layout.world_size, "" if run.layout.world_size == 1 else "es",
             run.batch_size * run.layout.world_size, run.run_dir,
         )  # fmt: skip
