@@ -16,7 +16,7 @@ def test_precedence_defaults_recipe_file_flags(tmp_path):
     path.write_text("epochs: 3\nlr: 0.2\n")
     config = resolve_config(recipe="fashion-mnist", config_file=path, overrides={"lr": 0.05, "seed": None})
     assert config.epochs == 3 and config.lr == 0.05 and config.seed == 0
-    assert config.model_options == {"widths": [32, 128, 128]} and config.whiten  # from the recipe
+    assert config.model_options == read_recipe("fashion-mnist")[0]["model_options"] and config.whiten  # the recipe's
 
 
 def test_set_null_clears_a_recipes_value_where_a_missing_flag_does_not():
