@@ -112,11 +112,12 @@ REAL_DATA = {
     "cifar10": {"root": str(SHARED / "cifar10-train-subset")},
     "mnist": {"root": str(SHARED / "mnist-train-subset")},
     "fashion-mnist": {},  # Debian's dataset-fashion-mnist, found without a root
-    "folder:flowers": {"data": f"folder:{FLOWERS}"},
-    "folder:dogs-vs-cats/train": {"data": f"folder:{FLOWERS}"},  # photos in class folders
+    "folder:flowers": {"data": f"folder:{FLOWERS}", "train_fraction": 0.15},
+    "folder:dogs-vs-cats/train": {"data": f"folder:{FLOWERS}", "train_fraction": 0.15},  # photos in class folders
 }
-# The folder recipes read the first photos of each flowers class (links to them): a fifth of the folder is their
-# test split, and VGG19 at 224 px in fp32 spends over 10 minutes on the 734 test photos of the whole folder.
+# The folder recipes read links to the first photos of each flowers class instead (200 photos: 40 test, 10
+# validation, 20 trained on): a fifth of a folder is its test split, and VGG19 at 224 px in fp32 spends over
+# 10 minutes on the 734 test photos of the whole folder.
 PHOTOS_PER_CLASS = 40
 
 
@@ -152,10 +153,10 @@ def test_recipe_takes_real_steps_on_real_images(tmp_path, real_data_root, name, 
         pytest.skip(f"no real {settings['data']} data beside the checkout")
     if settings.get("pretrained") == "imagenet":
         _imagenet_cache(settings["model"], tmp_path, monkeypatch)
-    overrides = {"root": str(real_data_root), **REAL_DATA[settings["data"]], "epochs": 1, "batch_size": 16,
-                 "train_fraction": 0.01, "val_fraction": 0.05}  # fmt: skip
-    if settings["data"].startswith("folder:"):  # 200 photos: 40 test, 10 validation, 20 trained on
-        overrides |= {"data": f"folder:{_few_photos(real_data_root)}", "train_fraction": 0.15}
+    overrides = {"root": str(real_data_root), "epochs": 1, "batch_size": 16, "train_fraction": 0.01,
+                 "val_fraction": 0.05, **REAL_DATA[settings["data"]]}  # fmt: skip
+    if settings["data"].startswith("folder:"):
+        overrides["data"] = f"folder:{_few_photos(real_data_root)}"
     config = resolve_config(recipe=name).replace(**overrides)
     report = train(config, out=tmp_path / "run", callbacks=[_OneStep()])
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
