@@ -1,3 +1,4 @@
+import dataclasses
 import gzip
 
 import numpy as np
@@ -61,6 +62,23 @@ def test_torchvision_raw_folder_is_found(tmp_path):
     write_mnist(tmp_path / "FashionMNIST" / "raw")
     data = load_mnist_family("fashion-mnist", tmp_path, allow_download=False)
     assert data.train.classes[0] == "T-shirt/top" and "FashionMNIST" in data.source
+
+
+def test_the_system_copy_counts_only_with_its_training_images(tmp_path, monkeypatch):
+    # An empty folder at the system path (left by a failed download there, say) is not the dataset: the
+    # loader must look on and `make data` must still install the package.
+    system = tmp_path / "usr-share-datasets-fashion-mnist"
+    system.mkdir()
+    spec = dataclasses.replace(mnist.DATASETS["fashion-mnist"], system_folder=str(system))
+    monkeypatch.setitem(mnist.DATASETS, "fashion-mnist", spec)
+    assert mnist.system_copy("fashion-mnist") is None
+    with pytest.raises(InputError, match="fashion-mnist"):
+        load_mnist_family("fashion-mnist", tmp_path / "empty-root", allow_download=False)
+    write_mnist(system)
+    assert mnist.system_copy("fashion-mnist") == system
+    data = load_mnist_family("fashion-mnist", tmp_path / "empty-root", allow_download=False)
+    assert str(system) in data.source and len(data.train) == 12
+    assert mnist.system_copy("mnist") is None  # no system package for MNIST
 
 
 def test_download_fetches_all_four_official_files(tmp_path, monkeypatch):

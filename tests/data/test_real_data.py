@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 
 from alexnet.data import channel_stats, load_splits
+from alexnet.data.mnist import system_copy
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
+FASHION = system_copy("fashion-mnist")
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.skipif(not FASHION.exists(), reason="Debian's dataset-fashion-mnist is not installed")
+@pytest.mark.skipif(FASHION is None, reason="Debian's dataset-fashion-mnist is not installed")
 def test_fashion_mnist_is_found_without_flags(tmp_path, monkeypatch):
     monkeypatch.setenv("ALEXNET_DATA", str(tmp_path))  # nothing there: the system folder must be found
     data = load_splits("fashion-mnist", val_fraction=0.1)

@@ -7,14 +7,14 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from alexnet.data.mnist import system_copy
 from alexnet.training.distributed import detect_layout, is_peer_failure, threads_per_process
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
-needs_fashion = pytest.mark.skipif(not FASHION.exists(), reason="Debian's dataset-fashion-mnist is not installed")
+FASHION = system_copy("fashion-mnist")
+needs_fashion = pytest.mark.skipif(FASHION is None, reason="Debian's dataset-fashion-mnist is not installed")
 
 
 def test_layout_from_torchrun_lightning_slurm_and_a_single_process():

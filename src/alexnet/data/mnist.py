@@ -130,12 +130,17 @@ def _find(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def system_copy(name: str) -> Path | None:
+    """The operating system's copy of dataset ``name`` (Debian's ``dataset-fashion-mnist``) when its
+    training images are there, else None (an empty folder of that name does not count)."""
+    folder = DATASETS[name].system_folder
+    return Path(folder) if folder and _find(Path(folder), _FILES["train_images"]) else None
+
+
 def _locate(name: str, root: Path) -> Path | None:
-    spec = DATASETS[name]
-    folders = [root / f for f in spec.folders] + [root]
-    if spec.system_folder:
-        folders.append(Path(spec.system_folder))
-    return next((f for f in folders if _find(f, _FILES["train_images"])), None)
+    folders = [root / f for f in DATASETS[name].folders] + [root]
+    found = next((f for f in folders if _find(f, _FILES["train_images"])), None)
+    return found or system_copy(name)
 
 
 def _download(name: str, root: Path) -> Path:
