@@ -23,7 +23,30 @@ def test_checksum_mismatch_leaves_nothing(tmp_path):
     with pytest.raises(InputError, match="md5 .* does not match the published 0123"):
         download([source.as_uri()], target, "0123" + "0" * 28)
     assert not target.exists()
-    assert not list(target.parent.glob("*"))
+    assert not target.parent.exists()  # the folder made for it went too
+
+
+def test_a_failed_download_leaves_no_empty_folders_it_made(tmp_path):
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    target = kept / "made" / "deeper" / "file.bin"
+    with pytest.raises(InputError, match="could not download file.bin"):
+        download([(tmp_path / "missing.bin").as_uri()], target, "0" * 32, attempts=1)
+    assert kept.exists() and not (kept / "made").exists()  # what was there before stays
+
+
+def test_a_partial_download_keeps_its_folder_to_resume_from(tmp_path, monkeypatch):
+    from alexnet.data import download as module
+
+    def interrupted(url, partial, *, timeout_s):
+        partial.write_bytes(b"first half")
+        raise OSError("connection reset")
+
+    monkeypatch.setattr(module, "_fetch", interrupted)
+    target = tmp_path / "out" / "file.bin"
+    with pytest.raises(InputError, match="connection reset"):
+        download(["http://mirror.invalid/file.bin"], target, "0" * 32, attempts=1)
+    assert (target.parent / "file.bin.part").read_bytes() == b"first half"
 
 
 def test_falls_back_to_the_next_mirror(tmp_path):

@@ -80,11 +80,28 @@ def download(
     ``expected`` is the published hex digest or a prefix of it (torchvision names its weight files
     after the first 8 hex digits of their sha256). Nothing appears at ``destination`` unless the digest
     matched: the bytes go to ``*.part`` first, and an interrupted download resumes from there. A
-    mismatch removes the partial file and raises ``InputError``.
+    mismatch removes the partial file and raises ``InputError``. A download that fails removes the folders
+    it created for ``destination`` while they are empty (an empty folder at a dataset's path must not pass
+    for the dataset).
     """
     if len(expected) < 8:
         raise ValueError(f"an expected digest needs at least 8 hex digits, not {expected!r}")
+    created = [folder for folder in (destination.parent, *destination.parent.parents) if not folder.exists()]
     destination.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return _download_into(urls, destination, expected, algorithm, attempts, timeout_s)
+    except InputError:
+        for folder in created:  # deepest first: a failed download leaves no empty folders behind
+            try:
+                folder.rmdir()  # refuses a folder that is not empty: a partial file to resume from, say
+            except OSError:
+                break
+        raise
+
+
+def _download_into(
+    urls: Sequence[str], destination: Path, expected: str, algorithm: str, attempts: int, timeout_s: float
+) -> Path:
     partial = destination.with_name(destination.name + ".part")
     errors: list[str] = []
     for url in urls:
