@@ -2,6 +2,7 @@ import hashlib
 
 import pytest
 
+import alexnet.data.download as downloads
 from alexnet.data import cifar
 from alexnet.data.download import download
 from alexnet.errors import InputError
@@ -36,13 +37,11 @@ def test_a_failed_download_leaves_no_empty_folders_it_made(tmp_path):
 
 
 def test_a_partial_download_keeps_its_folder_to_resume_from(tmp_path, monkeypatch):
-    from alexnet.data import download as module
-
     def interrupted(url, partial, *, timeout_s):
         partial.write_bytes(b"first half")
         raise OSError("connection reset")
 
-    monkeypatch.setattr(module, "_fetch", interrupted)
+    monkeypatch.setattr(downloads, "_fetch", interrupted)
     target = tmp_path / "out" / "file.bin"
     with pytest.raises(InputError, match="connection reset"):
         download(["http://mirror.invalid/file.bin"], target, "0" * 32, attempts=1)

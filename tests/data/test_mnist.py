@@ -65,9 +65,9 @@ def test_torchvision_raw_folder_is_found(tmp_path):
 
 
 def test_the_system_copy_counts_only_with_its_training_images(tmp_path, monkeypatch):
-    # An empty folder at the system path (a failed download with --root there leaves one) is not the
-    # dataset: the loader looks on, the real-data tests skip, and `make data`, which checks the same file,
-    # still installs the package.
+    # An empty folder at the system path (made by hand, or by a failed download before downloads cleaned
+    # up after themselves) is not the dataset: the loader looks on, the real-data tests skip, and `make
+    # data`, which checks the same file, still installs the package.
     system = tmp_path / "usr-share-datasets-fashion-mnist"
     system.mkdir()
     spec = dataclasses.replace(mnist.DATASETS["fashion-mnist"], system_folder=str(system))
