@@ -7,6 +7,7 @@ from alexnet.data.augment import (
     Preprocess,
     cutout_,
     flip_translate_views,
+    mix,
     random_crop,
     random_hflip,
     random_resized_crop,
@@ -200,3 +201,58 @@ def test_cutout_comes_after_normalisation_and_resize():
     zeros = (out[:, 0] == 0).sum((1, 2))
     assert zeros.max() == 64 and zeros.min() >= 16  # 8 x 8 px of the 24-px input, clipped to at least 4 x 4
     torch.testing.assert_close(out[out != 0], torch.ones_like(out[out != 0]))  # elsewhere the normalised white
+
+
+def _batch(n=8, size=16):
+    images = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 3, size, size)
+    return images.contiguous(memory_format=torch.channels_last), torch.arange(n) % 4
+
+
+def test_mix_off_gives_one_hot_targets_and_untouched_images():
+    images, labels = _batch()
+    out, targets = mix(images.clone(), labels, 4, _gen())
+    assert torch.equal(out, images)
+    assert torch.equal(targets, F.one_hot(labels, 4).float())
+
+
+def test_mixup_blends_each_image_with_its_partner_in_the_reversed_batch_as_the_targets_say():
+    images, labels = _batch()
+    out, targets = mix(images.clone(), labels, 4, _gen(), mixup=0.4)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    # Image i is lam * i + (1 - lam) * (7 - i): one lam for the batch, read back from image 0.
+    lam = 1.0 - out[0, 0, 0, 0].item() / 7
+    assert 0.0 < lam < 1.0
+    torch.testing.assert_close(out, lam * images + (1 - lam) * images.flip(0))
+    one_hot = F.one_hot(labels, 4).float()
+    torch.testing.assert_close(targets, lam * one_hot + (1 - lam) * one_hot.flip(0))
+    torch.testing.assert_close(targets.sum(1), torch.ones(8))
+
+
+def test_cutmix_pastes_one_box_of_the_reversed_batch_and_weights_targets_by_its_area():
+    images, labels = _batch()
+    one_hot = F.one_hot(labels, 4).float()
+    areas = set()
+    for seed in range(20):
+        out, targets = mix(images.clone(), labels, 4, _gen(seed), cutmix=1.0)
+        pasted = out != images  # image i's pixels are i, its partner's 7 - i: every pasted pixel differs
+        assert torch.equal(pasted, pasted[:1].expand_as(pasted))  # the same box in every image and channel
+        box = pasted[0, 0]
+        rows, cols = box.any(1), box.any(0)
+        assert torch.equal(box, rows[:, None] & cols[None, :])  # a rectangle
+        assert torch.equal(out[pasted], images.flip(0)[pasted])
+        lam = 1.0 - box.float().mean().item()
+        torch.testing.assert_close(targets, lam * one_hot + (1 - lam) * one_hot.flip(0))
+        areas.add(box.sum().item())
+    assert len(areas) > 10  # the box's size is drawn per batch
+
+
+def test_mix_with_both_on_picks_one_per_batch_and_repeats_given_the_generator():
+    images, labels = _batch()
+    kinds = set()
+    for seed in range(20):
+        out, targets = mix(images.clone(), labels, 4, _gen(seed), mixup=0.4, cutmix=1.0)
+        # MixUp changes every pixel by the same blend; CutMix leaves some pixels as they were.
+        kinds.add("cutmix" if (out == images).any() else "mixup")
+        again, again_targets = mix(images.clone(), labels, 4, _gen(seed), mixup=0.4, cutmix=1.0)
+        assert torch.equal(again, out) and torch.equal(again_targets, targets)
+    assert kinds == {"mixup", "cutmix"}

@@ -296,7 +296,8 @@ FAST = [
     "--model", "alexnet_cifar_fast", "--set", "model_options={widths: [8, 16, 16]}", "--set", "whiten=true",
     "--set", "lookahead=0.9", "--set", "alternate_flips=true", "--set", "padding=2", "--set", "padding_mode=reflect",
     "--set", "schedule=linear", "--set", "final_lr=0.1", "--set", "warmup_start=0.2", "--set", "bias_lr_scale=8",
-    "--set", "bn_scale=false", "--set", "bn_momentum=0.4", "--tta", "flip-translate",
+    "--set", "bn_scale=false", "--set", "bn_momentum=0.4", "--set", "mixup=0.2", "--set", "cutmix=1.0",
+    "--tta", "flip-translate",
 ]  # fmt: skip
 
 
@@ -311,6 +312,7 @@ def test_speed_options_train_reproducibly_and_resume_exactly(tmp_path, data_root
     assert report["test_top1"] > 0.9 and report["tta"] == "flip-translate"
     config = report["config"]
     assert config["whiten"] and config["lookahead"] == 0.9 and config["model_options"] == {"widths": [8, 16, 16]}
+    assert config["mixup"] == 0.2 and config["cutmix"] == 1.0
     state = torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", weights_only=True)
     slow = state["lookahead"]["slow"]
     assert set(slow) >= {"features.0.weight", "features.2.weight"}

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -133,6 +134,46 @@ def cutout_(images: torch.Tensor, size: int, generator: torch.Generator) -> torc
     inside_cols = (cols >= left[:, None]) & (cols < left[:, None] + size)  # (N, W)
     square = inside_rows[:, None, :, None] & inside_cols[:, None, None, :]
     return images.masked_fill_(square, 0)
+
+
+def mix(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    generator: torch.Generator,
+    *,
+    mixup: float = 0.0,
+    cutmix: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MixUp (Zhang et al., 2018) or CutMix (Yun et al., 2019) of a batch of model inputs with the same batch
+    reversed, one draw per batch as timm's default ``mode="batch"``: (images, soft targets (N, K) float32).
+
+    ``mixup`` and ``cutmix`` are the alpha of the Beta(alpha, alpha) the mixing weight ``lam`` is drawn from
+    (0 turns that one off); with both on, each batch takes one of them at even odds. MixUp blends every pixel,
+    ``lam * x + (1 - lam) * x_reversed``; CutMix pastes a box of area ``1 - lam`` of the reversed batch
+    (centred anywhere, clipped at the edges) and weights the targets by the area actually pasted. In place
+    on ``images``, so that they keep their memory layout (channels_last)."""
+    targets = F.one_hot(labels, num_classes).float()
+    kinds = [kind for kind, alpha in (("mixup", mixup), ("cutmix", cutmix)) if alpha > 0]
+    if not kinds or len(images) < 2:
+        return images, targets
+    # The batch's few scalars come from a NumPy generator seeded by the torch one (torch's Beta takes none).
+    seed = torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item()
+    rng = np.random.default_rng(seed)
+    kind = kinds[int(rng.integers(len(kinds)))]
+    lam = float(rng.beta(*(2 * [mixup if kind == "mixup" else cutmix])))
+    reversed_images = images.flip(0)
+    if kind == "mixup":
+        images.mul_(lam).add_(reversed_images, alpha=1.0 - lam)
+    else:
+        h, w = images.shape[-2:]
+        cut_h, cut_w = round(h * math.sqrt(1.0 - lam)), round(w * math.sqrt(1.0 - lam))
+        cy, cx = int(rng.integers(h)), int(rng.integers(w))
+        top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h - cut_h // 2, h)
+        left, right = max(cx - cut_w // 2, 0), min(cx + cut_w - cut_w // 2, w)
+        images[..., top:bottom, left:right] = reversed_images[..., top:bottom, left:right]
+        lam = 1.0 - (bottom - top) * (right - left) / (h * w)
+    return images, torch.lerp(targets.flip(0), targets, lam)
 
 
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:

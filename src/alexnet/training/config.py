@@ -64,6 +64,8 @@ class TrainConfig:
     lighting: float = 0.0  # PCA lighting sigma (the paper: 0.1)
     cutout: int = 0  # px side of a square of each training image set to the mean (model input px); 0: off
     scale_min: float = 0.08  # smallest area fraction for crop="resized"
+    mixup: float = 0.0  # MixUp's Beta alpha, e.g. 0.2: blends each batch with itself reversed; 0 turns it off
+    cutmix: float = 0.0  # CutMix's Beta alpha, e.g. 1.0: pastes a box of the reversed batch; 0 turns it off
     # optimisation
     epochs: int = 10  # passes over the training set
     batch_size: int = 256  # per process
@@ -138,6 +140,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "storage_size": (8, 4096), "lr": (0, math.inf), "seed": (0, 2**32 - 1), "dropout": (0, 1), "momentum": (0, 1),
     "weight_decay": (0, math.inf), "label_smoothing": (0, 1), "head_epochs": (0, math.inf),
     "warmup_epochs": (0, math.inf), "grad_clip": (0, math.inf), "padding": (0, 4096), "cutout": (0, 4096),
+    "mixup": (0, math.inf), "cutmix": (0, math.inf),
 }  # fmt: skip
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import torch
 
-from alexnet.data.augment import Preprocess
+from alexnet.data.augment import Preprocess, mix
 from alexnet.data.device_loader import BatchLoader
 from alexnet.data.imageset import Dataset
 from alexnet.seeding import MIRRORS, epoch_seed
@@ -18,7 +18,8 @@ class ImageDataModule(pl.LightningDataModule):
     Augmentation randomness comes from a generator seeded by (seed, epoch, rank), so an epoch's
     batches and augmentations are the same whether or not the run was interrupted before it. With
     ``alternate_flips`` each training image's mirror is drawn once from the seed and inverted every other
-    epoch (airbench's derandomised flips: every image is seen both ways in any two epochs).
+    epoch (airbench's derandomised flips: every image is seen both ways in any two epochs). With ``mixup``
+    or ``cutmix`` training batches carry soft targets (N, K) instead of class indices (``augment.mix``).
     """
 
     def __init__(
@@ -30,11 +31,14 @@ class ImageDataModule(pl.LightningDataModule):
         seed: int,
         tta: str = "none",
         alternate_flips: bool = False,
+        mixup: float = 0.0,
+        cutmix: float = 0.0,
     ) -> None:
         super().__init__()
         self.dataset, self.preprocess = dataset, preprocess
         self.batch_size, self.seed, self.tta = batch_size, seed, tta
         self.alternate_flips = alternate_flips and preprocess.flip
+        self.mixup, self.cutmix = mixup, cutmix
         self._generator: torch.Generator | None = None
         self._generator_epoch = -1
         self._first_flips: torch.Tensor | None = None
@@ -88,6 +92,10 @@ class ImageDataModule(pl.LightningDataModule):
         if self.trainer is not None and self.trainer.training:
             generator = self._train_generator(images.device)
             mirrored = self.mirrored(indices[0], self.trainer.current_epoch) if indices else None
-            return self.preprocess.train(images, generator, mirrored=mirrored), labels
+            inputs = self.preprocess.train(images, generator, mirrored=mirrored)
+            if self.mixup or self.cutmix:
+                classes = len(self.dataset.train.classes)
+                return mix(inputs, labels, classes, generator, mixup=self.mixup, cutmix=self.cutmix)
+            return inputs, labels
         tta = self.tta if self.trainer is not None and self.trainer.testing else "none"
         return self.preprocess.evaluate(images, tta), labels

@@ -226,7 +226,7 @@ def build_engine(run: PreparedRun, *, callbacks: Sequence = ()) -> Engine:
     config = run.config
     data = ImageDataModule(
         run.dataset, run.preprocess, batch_size=run.batch_size, seed=config.seed, tta=config.tta,
-        alternate_flips=config.alternate_flips,
+        alternate_flips=config.alternate_flips, mixup=config.mixup, cutmix=config.cutmix,
     )  # fmt: skip
     trainer = build_trainer(
         config, run.run_dir, run.layout, has_validation=run.dataset.val is not None,

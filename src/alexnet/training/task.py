@@ -72,7 +72,7 @@ class ClassificationTask(pl.LightningModule):
         return self.evaluated(images)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        images, labels = batch
+        images, labels = batch  # labels: class indices (N,), or soft targets (N, K) when batches are mixed
         logits = self._train_forward(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
         if not torch.isfinite(loss):
@@ -80,7 +80,7 @@ class ClassificationTask(pl.LightningModule):
                 f"the training loss became {loss.item()} at epoch {self.current_epoch}, step {batch_idx}"
             )
         self.train_loss.update(loss.detach())
-        self.train_acc.update(logits.detach(), labels)
+        self.train_acc.update(logits.detach(), labels.argmax(1) if labels.ndim == 2 else labels)
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
