@@ -161,10 +161,11 @@ def mix(
     seed = torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item()
     rng = np.random.default_rng(seed)
     kind = kinds[int(rng.integers(len(kinds)))]
-    lam = float(rng.beta(*(2 * [mixup if kind == "mixup" else cutmix])))
+    alpha = mixup if kind == "mixup" else cutmix
+    lam = float(rng.beta(alpha, alpha))
     reversed_images = images.flip(0)
     if kind == "mixup":
-        images.mul_(lam).add_(reversed_images, alpha=1.0 - lam)
+        images.lerp_(reversed_images, 1.0 - lam)
     else:
         h, w = images.shape[-2:]
         cut_h, cut_w = round(h * math.sqrt(1.0 - lam)), round(w * math.sqrt(1.0 - lam))
