@@ -1,5 +1,6 @@
 """`alexnet train` end to end on small learnable data in the real MNIST file format."""
 
+import contextlib
 import csv
 import json
 import os
@@ -7,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import lightning.pytorch as pl
 import pytest
@@ -274,21 +276,30 @@ def test_compiled_training_exports_plain_keys(tmp_path, data_root):
     assert not [k for k in state if "_orig_mod" in k]
 
 
-def test_a_training_set_smaller_than_one_batch_trains_on_the_whole_set(tmp_path, data_root):
+@contextlib.contextmanager
+def _training_log() -> Iterator[list[str]]:
+    """The lines the training logger says inside the block (the CLI's own handler writes to whatever
+    stderr was when it was set up, out of capsys's reach)."""
     import logging
 
     said = []
     handler = logging.Handler()
-    handler.emit = said.append  # the CLI's own handler writes to whatever stderr was when it was set up
+    handler.emit = lambda record: said.append(record.getMessage())
     logging.getLogger("alexnet.train").addHandler(handler)
     try:
-        run = tmp_path / "run"
-        assert _train(tmp_path, data_root, run, "--train-fraction", "0.05", "--batch-size", "1024", epochs=1) == 0
+        yield said
     finally:
         logging.getLogger("alexnet.train").removeHandler(handler)
+
+
+def test_a_training_set_smaller_than_one_batch_trains_on_the_whole_set(tmp_path, data_root):
+    run = tmp_path / "run"
+    with _training_log() as said:
+        assert _train(tmp_path, data_root, run, "--train-fraction", "0.05", "--batch-size", "1024", epochs=1) == 0
     report = json.loads((run / "report.json").read_text())
     assert report["batch_size_per_process"] == 24  # 5% of the 480 training images
-    assert any("batch size 1024 is larger than the training set; using 24" in r.getMessage() for r in said)
+    assert any("batch size 1024 is larger than the training set; using 24" in line for line in said)
+    assert not any(line.startswith("MixUp/CutMix") for line in said)  # said only when mixing is on
     assert (run / "checkpoints" / "last.ckpt").exists() and len(_metrics(run)) == 1
 
 
@@ -306,7 +317,9 @@ def test_speed_options_train_reproducibly_and_resume_exactly(tmp_path, data_root
         args = ["train", *TINY, "--root", str(data_root), "--epochs", "2", *FAST, "--lr", "0.5", "--out", str(out)]
         return main([*args, *extra])
 
-    assert run(tmp_path / "a") == 0 and run(tmp_path / "b") == 0
+    with _training_log() as said:
+        assert run(tmp_path / "a") == 0 and run(tmp_path / "b") == 0
+    assert any(line.startswith("MixUp/CutMix on: train_acc is measured on the mixed batches") for line in said)
     assert _comparable(_metrics(tmp_path / "a")) == _comparable(_metrics(tmp_path / "b"))
     report = json.loads((tmp_path / "a" / "report.json").read_text())
     assert report["test_top1"] > 0.9 and report["tta"] == "flip-translate"

@@ -287,6 +287,8 @@ def fit(run: PreparedRun, engine: Engine) -> float:
             run.layout.world_size, "" if run.layout.world_size == 1 else "es",
             run.batch_size * run.layout.world_size, run.run_dir,
         )  # fmt: skip
+        if config.mixup or config.cutmix:
+            log.info("MixUp/CutMix on: train_acc is measured on the mixed batches (each image's dominant label)")
     started = time.perf_counter()
     with _stops(run.run_dir):
         engine.trainer.fit(engine.task, datamodule=engine.data, ckpt_path=run.resume_from, weights_only=True)
