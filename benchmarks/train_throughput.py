@@ -9,7 +9,8 @@ the Lightning engine that `alexnet train` runs. Reports images/s, the engine's s
 Lightning's overhead over the bare loop, and model FLOPs utilisation against the matmul peak of that
 precision, which this benchmark measures first. One JSON line per result. The 2012 network
 (`alexnet_paper`, one or two towers) has the MACs of `alexnet`; its engine speed is also given as a fraction
-of `alexnet`'s (`x_alexnet`, measured in the same run), the cost of its LRN and towers.
+of `alexnet`'s (`x_alexnet`, measured in the same run), the cost of its LRN and towers, and again from bare
+loops of the two run alternately (``paired``), the figure to trust on a machine whose speed drifts.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -40,6 +42,8 @@ CASES = {
     "alexnet_bn": ("alexnet_bn", {}, 224, 128),
     "alexnet_cifar": ("alexnet_cifar", {}, 32, 256),
 }
+# What a case's speed is compared with, measured alternately in the same minutes (``paired``).
+REFERENCE = {"alexnet_paper": "alexnet", "alexnet_paper_towers1": "alexnet"}
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
 
 
@@ -74,6 +78,11 @@ def plain_loop(name: str, options: dict, size: int, batch: int, steps: int) -> l
 def bare_loop(name: str, options: dict, size: int, batch: int, steps: int) -> list[float]:
     """Our choices without Lightning: BatchLoader, batched Preprocess, the engine's precision, channels_last, and
     the engine's optimiser (fused SGD, Nesterov, weight decay), so the difference to the engine is Lightning's."""
+    return measure(_bare_epoch(name, options, size, batch, steps), items=batch * steps, warmup=1, repeats=3)
+
+
+def _bare_epoch(name: str, options: dict, size: int, batch: int, steps: int) -> Callable[[], None]:
+    """``steps`` training steps of ``bare_loop`` (model, optimiser and data built once, here)."""
     model = get_model(name, num_classes=10, **options).to(memory_format=torch.channels_last)
     optimiser = build_optimizer(model, TrainConfig(model=name, lr=0.01))  # the engine's optimiser, step for step
     prep = Preprocess(image_size=size, channels=3, mean=MEAN, std=STD, padding=4)
@@ -91,7 +100,30 @@ def bare_loop(name: str, options: dict, size: int, batch: int, steps: int) -> li
             if i + 1 == steps:
                 break
 
-    return measure(epoch, items=batch * steps, warmup=1, repeats=3)
+    return epoch
+
+
+def paired(reference: str, case: str, steps: int, rounds: int) -> list[float]:
+    """``case``'s images/s as a fraction of ``reference``'s, one value per round of bare loops in the order
+    reference, case, case, reference: a shared machine's speed drifts by 1.5x within minutes (one run of
+    this benchmark measured `alexnet_paper`'s engine at 1.09x `alexnet`'s, minutes apart), and the
+    symmetric order puts a steady drift on both sides of the ratio alike."""
+    loops = [_bare_epoch(CASES[c][0], CASES[c][1], CASES[c][2], _batch(c), steps) for c in (reference, case)]
+    for loop in loops:
+        loop()  # warm-up
+    ratios = []
+    for _ in range(rounds):
+        seconds = [0.0, 0.0]
+        for side in (0, 1, 1, 0):
+            start = time.perf_counter()
+            loops[side]()
+            seconds[side] += time.perf_counter() - start
+        ratios.append((_batch(case) / seconds[1]) / (_batch(reference) / seconds[0]))
+    return ratios
+
+
+def _batch(case: str) -> int:
+    return 16 if common.QUICK else CASES[case][3]
 
 
 def engine(name: str, options: dict, size: int, batch: int, steps: int) -> list[float]:
@@ -140,14 +172,15 @@ def main() -> None:
     args = parse_args(parser)
     if args.quick:
         args.models, args.steps = "alexnet_cifar", 2
+    paired_with = {**REFERENCE, "alexnet_cifar": "alexnet_cifar"} if args.quick else REFERENCE
     tune_allocator()  # as the CLI does
     peak, precision = report_peaks(), training_precision()
     alexnet_speed = None  # the engine's images/s for `alexnet`, when measured in this run
     for case in args.models.split(","):
         if case not in CASES:
             parser.error(f"--models: unknown case {case!r} (one of {', '.join(CASES)})")
-        name, options, size, batch = CASES[case]
-        batch = 16 if args.quick else batch
+        name, options, size, _ = CASES[case]
+        batch = _batch(case)
         macs = summarize(get_architecture(name, num_classes=10, **options), name, (3, size, size)).macs
         train_flops = 3 * 2 * macs  # forward, then backward at about twice the forward
         plain = plain_loop(name, options, size, batch, args.steps)
@@ -168,6 +201,13 @@ def main() -> None:
             mfu_pct_of_peak=round(100 * speed * train_flops / peak, 1),
             train_gflop_per_image=round(train_flops / 1e9, 3),
         )
+        if case in paired_with:  # quick mode pairs alexnet_cifar with a second copy of itself: a ratio near 1
+            reference = paired_with[case]
+            rounds = paired(reference, case, args.steps, rounds=1 if args.quick else 3)
+            report(
+                f"{case} against {reference}: bare loops alternating (reference, case, case, reference) x "
+                f"{len(rounds)}", rounds, unit=f"x {reference} images/s", digits=2,
+            )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -50,3 +50,10 @@ def test_time_to_accuracy_quick_runs_each_seed_and_the_summary(tmp_path):
     ]
     assert all(0 <= line["mean"] <= 100 and line["unit"] == "% test top-1" for line in lines)
     assert lines[-1]["train_time_s"] > 0 and lines[-1]["images_per_s"] > 0
+
+
+def test_train_throughput_quick_pairs_two_copies_of_one_network_near_one(tmp_path):
+    lines = _quick(tmp_path, "train_throughput.py")
+    paired = [line for line in lines if line["benchmark"].startswith("alexnet_cifar against alexnet_cifar")]
+    assert len(paired) == 1 and paired[0]["unit"] == "x alexnet_cifar images/s"
+    assert 0.5 < paired[0]["mean"] < 2.0  # the same loop twice, timed alternately
