@@ -109,7 +109,7 @@ def paired(reference: str, case: str, steps: int, rounds: int) -> list[float]:
     reference, case, case, reference: a shared machine's speed drifts by 1.5x within minutes (one run of
     this benchmark measured `alexnet_paper`'s engine at 1.09x `alexnet`'s, minutes apart), and the
     symmetric order puts a steady drift on both sides of the ratio alike."""
-    loops = [_bare_epoch(CASES[c][0], CASES[c][1], CASES[c][2], _batch(c), steps) for c in (reference, case)]
+    loops = [_bare_epoch(*CASES[c][:3], _batch(c), steps) for c in (reference, case)]  # name, options, size
     for loop in loops:
         loop()  # warm-up
     ratios = []

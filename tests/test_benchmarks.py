@@ -1,5 +1,6 @@
 """Benchmarks stay alive: every script in benchmarks/ runs in its quick mode and prints its JSON lines."""
 
+import functools
 import json
 import subprocess
 import sys
@@ -22,6 +23,17 @@ def _quick(tmp_path, script: str, *args: str) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 
 
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """A script's quick-mode lines, each script run once for all the tests that read them."""
+
+    @functools.cache
+    def lines(script: str) -> list[dict]:
+        return _quick(tmp_path_factory.mktemp(script.removesuffix(".py")), script)
+
+    return lines
+
+
 def test_every_benchmark_script_is_covered():
     assert SCRIPTS == [
         "distributed.py", "inference.py", "pipeline.py", "precision_accuracy.py", "serve_load.py",
@@ -30,8 +42,8 @@ def test_every_benchmark_script_is_covered():
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_quick_mode_runs_and_prints_the_peaks_then_its_figures(tmp_path, script):
-    lines = _quick(tmp_path, script)
+def test_quick_mode_runs_and_prints_the_peaks_then_its_figures(quick, script):
+    lines = quick(script)
     assert [line["benchmark"].split(" (")[0] for line in lines[:2]] == ["bf16 matmul peak", "fp32 matmul peak"]
     assert len(lines) > 2
     for line in lines:
@@ -52,8 +64,8 @@ def test_time_to_accuracy_quick_runs_each_seed_and_the_summary(tmp_path):
     assert lines[-1]["train_time_s"] > 0 and lines[-1]["images_per_s"] > 0
 
 
-def test_train_throughput_quick_pairs_two_copies_of_one_network_near_one(tmp_path):
-    lines = _quick(tmp_path, "train_throughput.py")
+def test_train_throughput_quick_pairs_two_copies_of_one_network_near_one(quick):
+    lines = quick("train_throughput.py")
     paired = [line for line in lines if line["benchmark"].startswith("alexnet_cifar against alexnet_cifar")]
     assert len(paired) == 1 and paired[0]["unit"] == "x alexnet_cifar images/s"
     assert 0.5 < paired[0]["mean"] < 2.0  # the same loop twice, timed alternately
