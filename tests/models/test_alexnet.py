@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet.models import get_model
+from alexnet.models import get_model, layers
 from alexnet.models.layers import LocalResponseNorm
 
 from parameters import count_parameters
@@ -128,6 +128,41 @@ def test_lrn_trains_in_bf16_and_channels_last_under_autocast():
     assert out.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(out.float(), F.local_response_norm(x, 5, 5e-4, 0.75, 2.0), rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(low.grad.float(), reference.grad, rtol=3e-2, atol=3e-2)
+
+
+def test_lrn_op_by_op_formula_trains_like_the_autograd_function(monkeypatch):
+    """The formula that torch.compile and the ONNX exporter trace: same output and gradient as ``_LRN``."""
+    x = (torch.randn(2, 8, 3, 3, dtype=torch.float64) * 20).requires_grad_(True)
+    upstream = torch.randn(2, 8, 3, 3, dtype=torch.float64)
+    lrn = LocalResponseNorm(groups=2)
+    fused = lrn(x)
+    expected = torch.autograd.grad(fused, x, upstream)[0]
+    monkeypatch.setattr(layers, "_tracing", lambda: True)
+    traced = lrn(x)
+    assert traced.grad_fn.name() != fused.grad_fn.name()  # the other path ran
+    torch.testing.assert_close(traced, fused)
+    torch.testing.assert_close(torch.autograd.grad(traced, x, upstream)[0], expected)
+
+
+@pytest.mark.slow
+def test_compiled_alexnet_paper_trains_like_eager():
+    """torch.compile of the 2012 network (LRN's op-by-op formula) gives eager's loss and gradients."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = get_model("alexnet_paper", num_classes=5, dropout=0.0).double()
+    images, labels = torch.randn(2, 3, 227, 227, dtype=torch.float64) * 3, torch.tensor([0, 3])
+
+    def gradients(forward) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        loss = F.cross_entropy(forward(images), labels)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    eager_loss, eager = gradients(model)
+    compiled_loss, compiled = gradients(torch.compile(model))
+    torch.testing.assert_close(compiled_loss, eager_loss)
+    for ours, expected in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(ours, expected)
 
 
 def test_lrn_per_tower_never_mixes_towers():
