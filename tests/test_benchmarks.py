@@ -50,16 +50,15 @@ def test_quick_mode_runs_and_prints_the_peaks_then_its_figures(quick, script):
         assert {"benchmark", "mean", "std", "unit", "device", "torch"} <= set(line), line
 
 
-def test_time_to_accuracy_quick_runs_each_seed_and_the_summary(tmp_path):
-    lines = [
-        line for line in _quick(tmp_path, "time_to_accuracy.py", "--seeds", "0", "1") if "peak" not in line["benchmark"]
-    ]
+def test_time_to_accuracy_quick_runs_each_seed_and_the_summary(quick):
+    lines = [line for line in quick("time_to_accuracy.py") if "peak" not in line["benchmark"]]
     names = [line["benchmark"] for line in lines]
     assert names == [
         "cifar10 [recipe as shipped] seed 0",
         "cifar10 [recipe as shipped] seed 1",
-        "cifar10 [recipe as shipped] over 2 seed(s)",
-    ]
+        "cifar10 [recipe as shipped] seed 2",
+        "cifar10 [recipe as shipped] over 3 seed(s)",
+    ]  # the default seeds
     assert all(0 <= line["mean"] <= 100 and line["unit"] == "% test top-1" for line in lines)
     assert lines[-1]["train_time_s"] > 0 and lines[-1]["images_per_s"] > 0
 
