@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from alexnet.data.trivialaugment import trivial_augment
 from alexnet.tta import TTA_MODES
 
 # ImageNet's RGB principal components as fb.resnet.torch published them for pixels in [0, 1]: square
@@ -232,7 +233,8 @@ class Preprocess:
 
     ``crop``: ``"pad"`` takes a random crop of ``min(stored side, image_size)`` after ``padding`` px of
     zeros (CIFAR's pad-4-crop-32; the paper's random 224 of 256 with padding 0), ``"resized"`` an
-    Inception-style random-resized crop, ``"none"`` the whole image. Then an optional mirror and PCA
+    Inception-style random-resized crop, ``"none"`` the whole image. Then an optional mirror, an optional
+    TrivialAugment operation per image (``alexnet.data.trivialaugment``), PCA
     lighting (``lighting`` is the paper's sigma, 0.1; 0 turns it off), normalisation, resize to
     ``image_size``, grey-to-RGB (or RGB-to-grey) for the model's ``channels`` and an optional cutout square
     of ``cutout`` px of the model's input.
@@ -248,6 +250,7 @@ class Preprocess:
     flip: bool = True
     lighting: float = 0.0
     cutout: int = 0  # px of the model input; 0 turns it off
+    trivial_augment: bool = False  # one random TrivialAugment operation per image, at the stored size
     scale: tuple[float, float] = (0.08, 1.0)  # area fractions for crop="resized"
     pca_eigval: tuple[float, ...] = IMAGENET_PCA_EIGVAL
     pca_eigvec: tuple[tuple[float, ...], ...] = IMAGENET_PCA_EIGVEC
@@ -291,6 +294,8 @@ class Preprocess:
             images = random_hflip(images, generator)
         if self.crop == "resized":
             images = random_resized_crop(images.float(), side, generator, self.scale)
+        if self.trivial_augment:
+            images = trivial_augment(images.float(), generator)
         shift = None
         if self.lighting > 0:
             if images.shape[1] != 3:

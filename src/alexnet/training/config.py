@@ -62,6 +62,7 @@ class TrainConfig:
     flip: bool = True  # random horizontal mirror
     alternate_flips: bool = False  # each image's mirror drawn once, then inverted every other epoch (airbench)
     lighting: float = 0.0  # PCA lighting sigma (the paper: 0.1)
+    trivial_augment: bool = False  # TrivialAugment: one of 14 operations at a random strength per training image
     cutout: int = 0  # px side of a square of each training image set to the mean (model input px); 0: off
     scale_min: float = 0.08  # smallest area fraction for crop="resized"
     mixup: float = 0.0  # MixUp's Beta alpha, e.g. 0.2: blends each batch with itself reversed; 0 turns it off

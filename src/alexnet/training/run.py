@@ -104,7 +104,7 @@ def _preprocess(config: TrainConfig, spec: InputSpec) -> Preprocess:
     return Preprocess(
         image_size=spec.image_size, channels=spec.channels, mean=spec.mean, std=spec.std, crop=config.crop,
         padding=config.padding, padding_mode=config.padding_mode, flip=config.flip, lighting=config.lighting,
-        cutout=config.cutout, scale=(config.scale_min, 1.0),
+        cutout=config.cutout, trivial_augment=config.trivial_augment, scale=(config.scale_min, 1.0),
     )  # fmt: skip
 
 
