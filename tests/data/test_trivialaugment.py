@@ -5,6 +5,7 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from alexnet.data.augment import Preprocess
 from alexnet.data.trivialaugment import LEVELS, OPERATIONS, apply, strength, trivial_augment
+from alexnet.modelcard import InputSpec
 from alexnet.training.config import TrainConfig
 from alexnet.training.run import _preprocess
 
@@ -134,6 +135,6 @@ def test_the_setting_reaches_the_training_views_only():
     generator = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     assert torch.equal(plain.evaluate(spec_images), augmented.evaluate(spec_images))
     assert not torch.equal(plain.train(spec_images, generator()), augmented.train(spec_images, generator()))
-    spec = type("Spec", (), {"image_size": 16, "channels": 3, "mean": (0.5,), "std": (0.25,)})()
+    spec = InputSpec(image_size=16, channels=3, mean=(0.5,), std=(0.25,), storage_size=16)
     assert _preprocess(TrainConfig(trivial_augment=True), spec).trivial_augment
     assert not _preprocess(TrainConfig(), spec).trivial_augment

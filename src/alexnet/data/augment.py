@@ -234,8 +234,8 @@ class Preprocess:
     ``crop``: ``"pad"`` takes a random crop of ``min(stored side, image_size)`` after ``padding`` px of
     zeros (CIFAR's pad-4-crop-32; the paper's random 224 of 256 with padding 0), ``"resized"`` an
     Inception-style random-resized crop, ``"none"`` the whole image. Then an optional mirror, an optional
-    TrivialAugment operation per image (``alexnet.data.trivialaugment``), PCA
-    lighting (``lighting`` is the paper's sigma, 0.1; 0 turns it off), normalisation, resize to
+    TrivialAugment operation per image (``alexnet.data.trivialaugment``), PCA lighting (``lighting`` is the
+    paper's sigma, 0.1; 0 turns it off), normalisation, resize to
     ``image_size``, grey-to-RGB (or RGB-to-grey) for the model's ``channels`` and an optional cutout square
     of ``cutout`` px of the model's input.
     """

@@ -29,9 +29,12 @@ _RANGES = {
 }  # fmt: skip
 
 
-def strength(operation: str, level: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+def strength(operation: str, level: torch.Tensor, negative: torch.Tensor) -> torch.Tensor | None:
     """(M,) float: the operation's argument at each level (0..30), negated where ``negative`` for signed ones.
-    Posterize's is the bits kept (8 at level 0, 2 at the top); solarize's the threshold (255 down to 0)."""
+    Posterize's is the bits kept (8 at level 0, 2 at the top); solarize's the threshold (255 down to 0).
+    None for the operations that take none (identity, autocontrast, equalize)."""
+    if operation in ("identity", "autocontrast", "equalize"):
+        return None
     if operation == "posterize":
         return 8 - (level.float() / ((LEVELS - 1) / 6)).round()
     top, signed = _RANGES[operation]
@@ -53,8 +56,7 @@ def trivial_augment(images: torch.Tensor, generator: torch.Generator) -> torch.T
         chosen = (operation == index).nonzero().flatten()
         if name == "identity" or len(chosen) == 0:
             continue
-        argument = strength(name, level[chosen], negative[chosen]) if name in _RANGES or name == "posterize" else None
-        out[chosen] = apply(name, images[chosen], argument)
+        out[chosen] = apply(name, images[chosen], strength(name, level[chosen], negative[chosen]))
     return out
 
 
