@@ -7,13 +7,13 @@ from collections.abc import Callable
 from torch import nn
 
 from alexnet.models import plan as p
-from alexnet.models.layers import ConvNet, LocalResponseNorm, Scale
+from alexnet.models.layers import Conv2d, ConvNet, LocalResponseNorm, Scale
 
 
 def _module(layer: p.Layer) -> nn.Module:
     match layer:
         case p.Conv():
-            return nn.Conv2d(
+            return Conv2d(
                 layer.in_channels, layer.out_channels, layer.kernel,
                 stride=layer.stride, padding=layer.padding, groups=layer.groups, bias=layer.bias,
             )  # fmt: skip
