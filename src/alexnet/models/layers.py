@@ -104,11 +104,7 @@ class _TapConv(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         grad = grad.to(x.dtype).contiguous(memory_format=torch.channels_last)
         p = ctx.padding
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.convolution_backward(
-                grad, x, weight, None, [1, 1], [p, p], [1, 1], False, [0, 0], 1, [True, False, False]
-            )[0]
+        grad_x = torch.nn.grad.conv2d_input(x.shape, weight, grad, padding=p) if ctx.needs_input_grad[0] else None
         grad_weight = tap_weight_grad(grad, x, weight.shape[-1], p) if ctx.needs_input_grad[1] else None
         grad_bias = grad.sum((0, 2, 3)) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_x, grad_weight, grad_bias, None
