@@ -219,6 +219,18 @@ def test_alexnet_cifar_fast_is_a_plain_stack_reaching_one_pixel():
     assert head[0].bias is None and head[1].factor == pytest.approx(1 / 9)
 
 
+def test_alexnet_cifar_fast_takes_one_block_per_width():
+    four = get_model("alexnet_cifar_fast", widths=(16, 32, 32, 64)).eval()
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in four.modules()) == 8  # two convs a block
+    with torch.no_grad():  # at 64 px the fourth block takes the 7-px map to 3, and the last pool to 1
+        assert four.features(torch.zeros(2, 3, 64, 64)).shape == (2, 64, 1, 1)
+        with pytest.raises(RuntimeError):  # a fourth halving leaves 32 px 1 px before the 3-px pool
+            four.features(torch.zeros(2, 3, 32, 32))
+    assert get_model("alexnet_cifar_fast", widths=(16,)).classifier[0].in_features == 16
+    with pytest.raises(ValueError, match="one width per block"):
+        get_model("alexnet_cifar_fast", widths=())
+
+
 def test_dirac_init_passes_each_convs_input_through_its_first_filters():
     model = get_model("alexnet_cifar_fast", widths=(32, 64, 64))
     conv = model.features[2]  # 24 -> 32 channels, 3x3

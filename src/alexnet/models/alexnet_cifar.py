@@ -87,13 +87,15 @@ def alexnet_cifar_fast(
     ========  =========================================================  ==========  ==========
 
     About 118 M multiply-accumulates per 32x32 image, 1.97 M parameters at 10 classes. Each block pools
-    right after its first conv, so the second conv and BatchNorm run on a quarter of the pixels. Convs
+    right after its first conv, so the second conv and BatchNorm run on a quarter of the pixels. ``widths``
+    gives one width per block; each block halves the map and the last max-pool needs 3 px, so three blocks
+    fit from 25 px, four from 49 (at 64 px the maps are 63, 31, 15, 7 and 3 px). Convs
     start as partial identities (``init="dirac"``). The fixed logit scale keeps the output layer's steps in
     proportion to the rest at the recipe's learning rate. ``activation="gelu"`` swaps every ReLU for
     airbench's GELU.
     """
-    if len(widths) != 3:
-        raise ValueError(f"widths needs three block widths, got {len(widths)}")
+    if not widths:
+        raise ValueError("widths needs one width per block, at least one")
     if activation not in ("relu", "gelu"):
         raise ValueError(f"activation must be relu or gelu, not {activation!r}")
     act = ReLU if activation == "relu" else GELU
