@@ -5,6 +5,8 @@ from torch import nn
 
 from alexnet.models import get_model, layers
 from alexnet.models.layers import LocalResponseNorm
+from alexnet.models.plan import smallest_input_size
+from alexnet.models.registry import get_architecture
 
 from parameters import count_parameters
 
@@ -224,8 +226,9 @@ def test_alexnet_cifar_fast_takes_one_block_per_width():
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in four.modules()) == 8  # two convs a block
     with torch.no_grad():  # at 64 px the fourth block takes the 7-px map to 3, and the last pool to 1
         assert four.features(torch.zeros(2, 3, 64, 64)).shape == (2, 64, 1, 1)
-        with pytest.raises(RuntimeError):  # a fourth halving leaves 32 px 1 px before the 3-px pool
-            four.features(torch.zeros(2, 3, 32, 32))
+    # each block halves the map and the last pool needs 3 px: three blocks from 25 px, four from 49 (docstring)
+    sides = [smallest_input_size(get_architecture("alexnet_cifar_fast", widths=(8,) * n)) for n in (3, 4)]
+    assert sides == [25, 49]
     assert get_model("alexnet_cifar_fast", widths=(16,)).classifier[0].in_features == 16
     with pytest.raises(ValueError, match="one width per block"):
         get_model("alexnet_cifar_fast", widths=())
