@@ -58,8 +58,9 @@ def write_mnist(folder: Path, *, train=12, test=5, gz=True) -> None:
 
 def write_learnable_mnist(folder: Path, *, train=600, test=100, classes=3, seed=0) -> None:
     """MNIST-format files whose classes a small network learns in a few steps: class c is noise with a
-    bright 8x8 block at a place of its own, on a row of its own, so that a horizontal flip (every recipe's
-    augmentation and test view) never moves one class's block onto another's."""
+    bright 8x8 block at a place of its own on the diagonal. With up to three classes (the default) each
+    block has rows of its own, so a horizontal flip (every recipe's augmentation and test view) never moves
+    one class's block onto another's."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     for split, n in (("train", train), ("t10k", test)):

@@ -3,10 +3,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet.models import get_model, layers
+from alexnet.models import get_architecture, get_model, layers
 from alexnet.models.layers import LocalResponseNorm
 from alexnet.models.plan import smallest_input_size
-from alexnet.models.registry import get_architecture
 
 from parameters import count_parameters
 
@@ -223,7 +222,7 @@ def test_alexnet_cifar_fast_is_a_plain_stack_reaching_one_pixel():
 
 def test_alexnet_cifar_fast_takes_one_block_per_width():
     four = get_model("alexnet_cifar_fast", widths=(16, 32, 32, 64)).eval()
-    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in four.modules()) == 8  # two convs a block
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in four.modules()) == 8  # two convs a block
     with torch.no_grad():  # at 64 px the fourth block takes the 7-px map to 3, and the last pool to 1
         assert four.features(torch.zeros(2, 3, 64, 64)).shape == (2, 64, 1, 1)
     # each block halves the map and the last pool needs 3 px: three blocks from 25 px, four from 49 (docstring)
