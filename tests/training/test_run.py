@@ -463,3 +463,32 @@ def test_kill_9_at_twenty_random_moments_still_ends_as_an_uninterrupted_run(tmp_
     assert _comparable(_metrics(run)) == _comparable(_metrics(reference))
     final, expected = (json.loads((r / "report.json").read_text()) for r in (run, reference))
     assert final["test_top1"] == expected["test_top1"] and final["test_loss"] == pytest.approx(expected["test_loss"])
+
+
+def test_a_time_budget_trains_the_epochs_that_fit_and_is_an_ordinary_run_after(tmp_path, data_root):
+    with _training_log() as said:
+        assert _train(tmp_path, data_root, tmp_path / "budget", "--time-budget", "1e-6", epochs=3) == 0
+    [line] = [line for line in said if line.startswith("time budget")]
+    assert "so 1 of the recipe's 3 epochs, and one epoch is over the budget (warm-up 1 -> 0.3333 epochs)" in line
+    from alexnet.training.config import load_resume
+
+    chosen = load_resume(tmp_path / "budget", {})  # config.yaml: the epochs chosen, the schedule scaled
+    assert (chosen.epochs, chosen.warmup_epochs, chosen.time_budget) == (1, 0.3333, 1e-6)
+    # The probe trained a copy of the model and drew nothing from the run's randomness: the run is the one
+    # its config.yaml describes.
+    assert _train(tmp_path, data_root, tmp_path / "fixed", "--warmup-epochs", "0.3333", epochs=1) == 0
+    assert _comparable(_metrics(tmp_path / "budget")) == _comparable(_metrics(tmp_path / "fixed"))
+    reports = [json.loads((tmp_path / run / "report.json").read_text()) for run in ("budget", "fixed")]
+    assert reports[0]["test_loss"] == reports[1]["test_loss"]
+
+    with _training_log() as said:
+        assert _train(tmp_path, data_root, tmp_path / "roomy", "--time-budget", "1000", epochs=2) == 0
+    assert any(line.startswith("time budget 1000 min: 2 epochs of about") for line in said)
+    assert [r["epoch"] for r in _metrics(tmp_path / "roomy")] == ["1", "2"]
+
+
+def test_a_time_budget_for_several_processes_is_one_line(tmp_path, data_root, capsys):
+    out = tmp_path / "never"
+    assert _train(tmp_path, data_root, out, "--time-budget", "1", "--devices", "2") == 2
+    assert "time_budget is measured in one process" in capsys.readouterr().err
+    assert not out.exists()

@@ -69,6 +69,7 @@ class TrainConfig:
     cutmix: float = 0.0  # CutMix's Beta alpha, e.g. 1.0: pastes a box of the reversed batch; 0 turns it off
     # optimisation
     epochs: int = 10  # passes over the training set
+    time_budget: float = 0.0  # minutes this machine may train (validation included): fewer epochs if need be; 0: off
     batch_size: int = 256  # per process
     lr: float = 0.05  # peak learning rate
     optimizer: Literal["sgd", "adamw"] = "sgd"  # the update rule
@@ -141,7 +142,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "storage_size": (8, 4096), "lr": (0, math.inf), "seed": (0, 2**32 - 1), "dropout": (0, 1), "momentum": (0, 1),
     "weight_decay": (0, math.inf), "label_smoothing": (0, 1), "head_epochs": (0, math.inf),
     "warmup_epochs": (0, math.inf), "grad_clip": (0, math.inf), "padding": (0, 4096), "cutout": (0, 4096),
-    "mixup": (0, math.inf), "cutmix": (0, math.inf),
+    "mixup": (0, math.inf), "cutmix": (0, math.inf), "time_budget": (0, math.inf),
 }  # fmt: skip
 
 

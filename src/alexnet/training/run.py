@@ -192,16 +192,22 @@ def prepare(
             raise InputError(f"{run_dir}: is a file; --out takes a folder for the run")
         if resume is None and run_dir.exists() and any(run_dir.iterdir()):
             raise InputError(f"{run_dir}: already holds files; choose another --out or --resume it")
-        for stray in run_dir.rglob(".*.tmp") if resume is not None else ():
-            stray.unlink()  # half-written files of a process killed mid-write (atomic_path's temporaries)
-        write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-        card.write(run_dir)  # now, so that the checkpoints of an unfinished run can be evaluated
-    return PreparedRun(
+    run = PreparedRun(
         config=config, layout=layout, run_dir=run_dir,
         resume_from=resume / "checkpoints" / "last.ckpt" if resume is not None else None,
         dataset=dataset, model=model, loaded=loaded, preprocess=preprocess, card=card, batch_size=batch_size,
         lr=config.lr * layout.world_size if config.scale_lr else config.lr,
     )  # fmt: skip
+    if config.time_budget and resume is None:  # a resumed run keeps the epochs its budget chose
+        from alexnet.training.budget import fit_to_budget
+
+        run = fit_to_budget(run)
+    if layout.is_zero:
+        for stray in run_dir.rglob(".*.tmp") if resume is not None else ():
+            stray.unlink()  # half-written files of a process killed mid-write (atomic_path's temporaries)
+        write_text(run_dir / "config.yaml", yaml.safe_dump(run.config.to_dict(), sort_keys=False))
+        card.write(run_dir)  # now, so that the checkpoints of an unfinished run can be evaluated
+    return run
 
 
 def _check_resumable(model: torch.nn.Module, checkpoint: Path) -> None:
@@ -217,8 +223,9 @@ def _check_resumable(model: torch.nn.Module, checkpoint: Path) -> None:
         raise InputError(f"{error}; was config.yaml edited?") from None
 
 
-def build_engine(run: PreparedRun, *, callbacks: Sequence = ()) -> Engine:
-    """The Lightning trainer (writing into the run directory), the task and the data module of ``run``."""
+def build_engine(run: PreparedRun, *, callbacks: Sequence = (), trainer: Any = None) -> Engine:
+    """The Lightning trainer (writing into the run directory; ``trainer`` instead, when given), the task and
+    the data module of ``run``."""
     from alexnet.training.datamodule import ImageDataModule
     from alexnet.training.task import ClassificationTask
     from alexnet.training.trainer import build_trainer
@@ -228,10 +235,11 @@ def build_engine(run: PreparedRun, *, callbacks: Sequence = ()) -> Engine:
         run.dataset, run.preprocess, batch_size=run.batch_size, seed=config.seed, tta=config.tta,
         alternate_flips=config.alternate_flips, mixup=config.mixup, cutmix=config.cutmix,
     )  # fmt: skip
-    trainer = build_trainer(
-        config, run.run_dir, run.layout, has_validation=run.dataset.val is not None,
-        steps_per_epoch=run.steps_per_epoch, extra_callbacks=callbacks,
-    )  # fmt: skip
+    if trainer is None:
+        trainer = build_trainer(
+            config, run.run_dir, run.layout, has_validation=run.dataset.val is not None,
+            steps_per_epoch=run.steps_per_epoch, extra_callbacks=callbacks,
+        )  # fmt: skip
     task = ClassificationTask(
         run.model, config.replace(lr=run.lr), run.dataset.train.classes, run.steps_per_epoch, run.loaded
     )

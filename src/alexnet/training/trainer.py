@@ -40,6 +40,12 @@ def lightning_precision(precision: str, accelerator: str) -> str:
     return "bf16-mixed" if resolved == "bf16" else "32-true"
 
 
+def quiet_lightning() -> None:
+    """Lightning sets its loggers to INFO on import; its start-up lines (accelerators, tips) are noise to us."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _is_terminal(stream) -> bool:
     # A pseudo-terminal of zero width (some CI runners) would draw empty bars.
     try:
@@ -84,9 +90,7 @@ def build_trainer(
     ]
     if config.early_stopping and has_validation:
         callbacks.append(EarlyStopping("val_acc", mode="max", patience=config.early_stopping))
-    # Lightning sets its loggers to INFO on import; its start-up lines (accelerators, tips) are noise to us.
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_lightning()
     # Our epoch figures are torchmetrics results, already reduced over the processes: no sync_dist needed.
     warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\(.*sync_dist=True")
     # A resumed run writes into its own checkpoint folder on purpose.
