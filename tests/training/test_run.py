@@ -492,3 +492,12 @@ def test_a_time_budget_for_several_processes_is_one_line(tmp_path, data_root, ca
     assert _train(tmp_path, data_root, out, "--time-budget", "1", "--devices", "2") == 2
     assert "time_budget is measured in one process" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_time_budget_on_one_step_an_epoch_times_the_whole_probe(tmp_path, data_root):
+    run = tmp_path / "run"
+    with _training_log() as said:
+        args = ("--train-fraction", "0.05", "--batch-size", "1024", "--time-budget", "1e-6")
+        assert _train(tmp_path, data_root, run, *args, epochs=2) == 0
+    assert any("so 1 of the recipe's 2 epochs, and one epoch is over the budget" in line for line in said)
+    assert len(_metrics(run)) == 1
