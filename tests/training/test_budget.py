@@ -17,6 +17,8 @@ def test_scaling_keeps_the_schedules_shape():
     assert (scaled.lr, scaled.early_stopping) == (0.3, 4)  # rates and patience are not epoch counts of the schedule
     assert scale_schedule(config, 60) == config
     assert scale_schedule(TrainConfig(epochs=10, head_epochs=0), 1).head_epochs == 0  # one stage stays one
+    assert scale_schedule(TrainConfig(epochs=8, head_epochs=6), 2).head_epochs == 1  # the backbone still trains
+    assert scale_schedule(TrainConfig(epochs=8, head_epochs=2), 1).head_epochs == 0  # one epoch: one stage
     assert scale_schedule(TrainConfig(epochs=10, step_epochs=3), 1).step_epochs == 1
 
 

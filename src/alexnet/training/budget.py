@@ -50,7 +50,8 @@ def scale_schedule(config: TrainConfig, epochs: int) -> TrainConfig:
         warmup_epochs=round(config.warmup_epochs * factor, 4),
         whiten_bias_epochs=round(config.whiten_bias_epochs * factor, 4),
         step_epochs=max(1, round(config.step_epochs * factor)),
-        head_epochs=min(epochs, max(1, round(config.head_epochs * factor))) if config.head_epochs else 0,
+        # A two-stage run keeps both stages while it has two epochs: the head's first, then everything.
+        head_epochs=min(epochs - 1, max(1, round(config.head_epochs * factor))) if config.head_epochs else 0,
     )
 
 
@@ -80,11 +81,11 @@ def epoch_seconds(run: PreparedRun) -> float:
     few batches of a probe that trains a copy of the model (the run's own model, data and randomness are
     untouched: the probe's generators are its own, and every epoch reseeds)."""
     from alexnet.training.run import build_engine
-    from alexnet.training.trainer import lightning_precision, quiet_lightning
+    from alexnet.training.trainer import lightning_precision, quiet_lightning, training_accelerator
 
     config = run.config
     clock = _Clock()
-    accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    accelerator = training_accelerator()
     quiet_lightning()
     train_batches = min(run.steps_per_epoch, WARMUP_STEPS + TIMED_STEPS + 1)
     val_batches = math.ceil(len(run.dataset.val) / run.batch_size) if run.dataset.val is not None else 0

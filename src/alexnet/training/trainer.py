@@ -40,6 +40,11 @@ def lightning_precision(precision: str, accelerator: str) -> str:
     return "bf16-mixed" if resolved == "bf16" else "32-true"
 
 
+def training_accelerator() -> str:
+    """Lightning's accelerator: a GPU where torch sees one, else the CPU."""
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
 def quiet_lightning() -> None:
     """Lightning sets its loggers to INFO on import; its start-up lines (accelerators, tips) are noise to us."""
     for name in ("lightning.pytorch", "lightning.fabric"):
@@ -59,7 +64,7 @@ def build_trainer(
 ) -> pl.Trainer:
     """A Trainer writing into ``run_dir``: checkpoints/{last,best}.ckpt, tensorboard/, metrics.csv; with DDP
     across ``layout``'s processes when there are several (only global rank 0 writes)."""
-    accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    accelerator = training_accelerator()
     checkpoints = run_dir / "checkpoints"
     interactive = _is_terminal(sys.stdout)  # Lightning's bars draw on stdout; else one plain line per epoch
     monitor = {"monitor": "val_acc", "mode": "max"} if has_validation else {}
