@@ -36,6 +36,7 @@ def plot_curves(rows: Sequence[dict[str, str]], path: Path, title: str) -> None:
         if not all(math.isnan(v) for v in val):
             ax.plot(epochs, val, "o-", label="validation", color="tab:orange")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # no half epochs on short runs
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
