@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("alexnet.train")
 
 WARMUP_STEPS = 3  # untimed: the first steps build kernels and caches, and run slower for a while (seen: 20%)
-TIMED_STEPS = 8  # timed training steps, and (less one) validation batches
+TIMED_STEPS = 8  # timed training steps, and validation batches
 # The share of the budget the epochs are planned to fill; the rest absorbs the machine's drift and each epoch's
 # start, checkpoints and metrics, which the probe does not see (the flowers recipe, 20 minutes on an AVX2-only
 # EPYC in fp32: epochs of 54-74 s, 59.9 s on average, against the probe's 55.5).
@@ -81,22 +81,18 @@ def epoch_seconds(run: PreparedRun) -> float:
     few batches of a probe that trains a copy of the model (the run's own model, data and randomness are
     untouched: the probe's generators are its own, and every epoch reseeds)."""
     from alexnet.training.run import build_engine
-    from alexnet.training.trainer import lightning_precision, quiet_lightning, training_accelerator
+    from alexnet.training.trainer import quiet_lightning, step_settings
 
-    config = run.config
     clock = _Clock()
-    accelerator = training_accelerator()
     quiet_lightning()
-    train_batches = min(run.steps_per_epoch, WARMUP_STEPS + TIMED_STEPS + 1)
-    val_batches = math.ceil(len(run.dataset.val) / run.batch_size) if run.dataset.val is not None else 0
     probe = pl.Trainer(
-        accelerator=accelerator, devices=1, precision=lightning_precision(config.precision, accelerator),
-        max_epochs=1, limit_train_batches=train_batches, limit_val_batches=min(val_batches, TIMED_STEPS + 1),
-        num_sanity_val_steps=0, callbacks=[clock], logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=config.grad_clip or None,
-        deterministic=config.deterministic,
+        **step_settings(run.config), devices=1, max_epochs=1, callbacks=[clock], logger=False,
+        enable_checkpointing=False, enable_progress_bar=False,
+        limit_train_batches=min(run.steps_per_epoch, WARMUP_STEPS + TIMED_STEPS + 1),
     )  # fmt: skip
     engine = build_engine(replace(run, model=copy.deepcopy(run.model)), trainer=probe)
+    val_batches = len(engine.data.val_dataloader())  # the loader's own count; 0 without a validation split
+    probe.limit_val_batches = min(val_batches, TIMED_STEPS)
     state, start = torch.random.get_rng_state(), time.perf_counter()
     try:
         probe.fit(engine.task, datamodule=engine.data)
@@ -104,8 +100,8 @@ def epoch_seconds(run: PreparedRun) -> float:
         torch.random.set_rng_state(state)
     if len(clock.train) < 2:  # one step an epoch: nothing to time it against but the whole probe
         return time.perf_counter() - start
-    # The first validation interval is left out too: evaluation builds kernels of its own.
-    val_s = _per_batch(clock.val, 1) * val_batches if val_batches else 0.0
+    # Validation from the last training step's end: its start-up included, as every epoch pays it.
+    val_s = (clock.val[-1] - clock.train[-1]) / len(clock.val) * val_batches if clock.val else 0.0
     return _per_batch(clock.train, WARMUP_STEPS) * run.steps_per_epoch + val_s
 
 

@@ -40,9 +40,19 @@ def lightning_precision(precision: str, accelerator: str) -> str:
     return "bf16-mixed" if resolved == "bf16" else "32-true"
 
 
-def training_accelerator() -> str:
-    """Lightning's accelerator: a GPU where torch sees one, else the CPU."""
-    return "gpu" if torch.cuda.is_available() else "cpu"
+def step_settings(config) -> dict:
+    """The Trainer arguments that decide what a training step computes and at what speed: the accelerator (a
+    GPU where torch sees one, else the CPU), precision, gradient clipping and determinism. The run's trainer
+    and ``time_budget``'s probe both take them from here, so the probe times the steps the run will take."""
+    accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    return {
+        "accelerator": accelerator,
+        "precision": lightning_precision(config.precision, accelerator),
+        "gradient_clip_val": config.grad_clip or None,
+        "deterministic": config.deterministic,
+        "num_sanity_val_steps": 0,
+        "enable_model_summary": False,
+    }
 
 
 def quiet_lightning() -> None:
@@ -64,7 +74,8 @@ def build_trainer(
 ) -> pl.Trainer:
     """A Trainer writing into ``run_dir``: checkpoints/{last,best}.ckpt, tensorboard/, metrics.csv; with DDP
     across ``layout``'s processes when there are several (only global rank 0 writes)."""
-    accelerator = training_accelerator()
+    settings = step_settings(config)
+    accelerator = settings["accelerator"]
     checkpoints = run_dir / "checkpoints"
     interactive = _is_terminal(sys.stdout)  # Lightning's bars draw on stdout; else one plain line per epoch
     monitor = {"monitor": "val_acc", "mode": "max"} if has_validation else {}
@@ -103,23 +114,18 @@ def build_trainer(
     if interactive:
         callbacks.append(ImagesPerSecondBar())
     return pl.Trainer(
-        accelerator=accelerator,
+        **settings,
         devices=layout.devices,
         num_nodes=layout.num_nodes,
         strategy=build_strategy(layout, accelerator, config.dist_timeout_s),
         # torch's SyncBatchNorm runs on GPUs only: on CPUs each process normalises over its own batch.
         sync_batchnorm=layout.world_size > 1 and config.sync_batchnorm and accelerator == "gpu",
-        precision=lightning_precision(config.precision, accelerator),
-        deterministic=config.deterministic,
         max_epochs=config.epochs,
         callbacks=callbacks,
         logger=TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False),
         default_root_dir=run_dir,
         plugins=[AtomicCheckpointIO()],
-        gradient_clip_val=config.grad_clip or None,
-        num_sanity_val_steps=0,
         enable_progress_bar=interactive,
-        enable_model_summary=False,
         log_every_n_steps=max(1, min(50, steps_per_epoch)),
         **({} if has_validation else {"limit_val_batches": 0}),
     )
