@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from alexnet.atomic import atomic_path  # noqa: E402
 
@@ -36,7 +37,7 @@ def plot_curves(rows: Sequence[dict[str, str]], path: Path, title: str) -> None:
         if not all(math.isnan(v) for v in val):
             ax.plot(epochs, val, "o-", label="validation", color="tab:orange")
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # no half epochs on short runs
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no half epochs on short runs
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
