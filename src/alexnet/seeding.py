@@ -7,12 +7,17 @@ masks are the same whether or not the run was interrupted before it. The streams
 - training views (crops, flips, lighting): ``epoch_seed(seed, epoch, rank=rank)``;
 - torch's global generator (dropout): ``epoch_seed(seed, epoch, rank=rank, stream=GLOBAL)``;
 - alternating flips' mirrors, drawn once per run: ``epoch_seed(seed, 0, stream=MIRRORS)``.
+
+The validation split held out of the training images follows the run's seed (``imageset.split_train``); a
+test split held out of an image folder with no ``test/`` does not: it is drawn with ``TEST_SPLIT_SEED``, so
+every run on a folder is tested on the same images and none of them trained on another run's test images.
 """
 
 from __future__ import annotations
 
 GLOBAL = 17
 MIRRORS = 7919
+TEST_SPLIT_SEED = 0  # seed 0's draw: the split every run was tested on before the seed stopped choosing it
 
 
 def epoch_seed(seed: int, epoch: int, *, rank: int | None = None, stream: int = 0) -> int:

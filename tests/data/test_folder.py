@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from alexnet.data.datasets import load_splits
 from alexnet.data.folder import class_from_filename, load_folder, natural_key
 from alexnet.errors import InputError
 from smalldisk import small_disk
@@ -32,6 +33,16 @@ def test_class_folders_natural_order_and_skips(tmp_path):
     assert len(data.train) + len(data.test) == 15
     assert data.test.class_counts() == [1, 1, 1]
     assert "1 unreadable images skipped" in data.notes[0] and "broken.jpg" in data.notes[0]
+
+
+def test_held_out_test_split_is_the_same_for_every_seed(tmp_path):
+    root = _class_tree(tmp_path / "f", per_class=10)  # every image a different grey: its sum names it
+    ids = lambda images: sorted(images.sum((1, 2, 3)).tolist())  # noqa: E731
+    first, other = (load_splits(f"folder:{root}", tmp_path / "cache", val_fraction=0.2, seed=s) for s in (0, 3))
+    assert len(first.test) == 6 and ids(first.test.images) == ids(other.test.images)
+    # The validation split still follows the seed, drawn from the same remaining images.
+    assert ids(first.val.images) != ids(other.val.images)
+    assert ids(np.r_[first.train.images, first.val.images]) == ids(np.r_[other.train.images, other.val.images])
 
 
 def test_truncated_jpeg_is_listed_and_skipped(tmp_path):

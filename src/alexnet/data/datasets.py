@@ -75,7 +75,7 @@ def load_splits(
         from alexnet.data.folder import load_folder
 
         folder = Path(name.removeprefix(FOLDER)).expanduser()
-        dataset = load_folder(folder, root, storage_size=storage_size, seed=seed)
+        dataset = load_folder(folder, root, storage_size=storage_size)
     elif (spec := DATASETS.get(name)) is not None:
         loader = getattr(importlib.import_module(spec.module), spec.function)
         dataset = loader(name, root, allow_download=allow_download)

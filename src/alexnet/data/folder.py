@@ -18,6 +18,7 @@ from alexnet.atomic import atomic_path, write_text
 from alexnet.data.decode import decode_image
 from alexnet.data.imageset import Dataset, ImageSet, held_out_origin, stratified_split
 from alexnet.errors import InputError, first_line
+from alexnet.seeding import TEST_SPLIT_SEED
 
 log = logging.getLogger(__name__)
 
@@ -215,16 +216,15 @@ def _cache_for(root: Path, folder: Path, storage_size: int) -> FolderCache:
     return FolderCache(root / "folder-cache" / f"{slug}-{storage_size}-{key}")
 
 
-def load_folder(
-    folder: Path, root: Path, *, storage_size: int | None = None, test_fraction: float = 0.2, seed: int = 0
-) -> Dataset:
+def load_folder(folder: Path, root: Path, *, storage_size: int | None = None, test_fraction: float = 0.2) -> Dataset:
     """An image folder as a ``Dataset`` of uint8 (3, S, S) images, S = ``storage_size`` (short side
     resized to S, centre crop S x S, as the paper stored ImageNet at 256); by default the images' own size,
     at most 256 (``natural_size``).
 
-    Without ``test/`` (or ``val/``) folders, a seeded, stratified ``test_fraction`` of the images is
-    held out as the test split. Decoding happens once, in parallel; the cache under
-    ``ROOT/folder-cache/`` is reused while the folder's files (names, sizes, times) stay the same.
+    Without ``test/`` (or ``val/``) folders, a stratified ``test_fraction`` of the images is held out as
+    the test split, the same images whatever the run's seed (``seeding.TEST_SPLIT_SEED``). Decoding happens
+    once, in parallel; the cache under ``ROOT/folder-cache/`` is reused while the folder's files (names,
+    sizes, times) stay the same.
     """
     splits = scan_folder(folder)
     classes = tuple(sorted({label for pairs in splits.values() for _, label in pairs}, key=natural_key))
@@ -278,7 +278,7 @@ def load_folder(
     held_out = 0.0
     if test is None:
         held_out = test_fraction
-        keep, held = stratified_split(train.labels, test_fraction, seed)
+        keep, held = stratified_split(train.labels, test_fraction, TEST_SPLIT_SEED)
         train, test = train.subset(keep), train.subset(held)
         notes.append(f"the test split is {held_out_origin(test_fraction)}")
     return Dataset(f"folder:{folder}", train, test, val=val, source=how, notes=tuple(notes), test_held_out=held_out)

@@ -96,7 +96,7 @@ class TrainConfig:
     channels_last: bool = True  # NHWC memory layout (faster convolutions on CPUs and tensor cores)
     compile: bool = False  # torch.compile the model (slower start, faster steps)
     deterministic: bool = False  # deterministic algorithms only: bit-identical reruns on GPUs too, slower
-    seed: int = 0  # of the splits, the initial weights and every epoch's randomness (alexnet.seeding)
+    seed: int = 0  # of the validation split, the initial weights and every epoch's randomness (alexnet.seeding)
     devices: int = 1  # processes (CPU) or GPUs per node; torchrun and SLURM set it themselves
     num_nodes: int = 1  # machines (SLURM; torchrun sets it itself)
     sync_batchnorm: bool = True  # BatchNorm statistics over the global batch when several processes train
