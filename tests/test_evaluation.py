@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from alexnet.errors import InputError
 from alexnet.evaluation import evaluate, format_report
@@ -94,3 +95,54 @@ def test_a_dataset_with_fewer_classes_than_the_model_is_refused(tmp_path):
         InputError, match=r"its 2 classes \(cat, dog\) do not match the model's 10 \(0, 1, 2, 3 \.\.\.\)"
     ):
         evaluate(model_dir, data=f"folder:{tmp_path / 'pets'}", root=tmp_path / "cache", split="train")
+
+
+def _biased_model(top: int, second: int):
+    from modeldirs import constant_model
+
+    model = constant_model()
+    logits = torch.zeros(10)
+    logits[top], logits[second] = 3.0, 2.5
+    with torch.no_grad():
+        model.classifier[-1].bias.copy_(logits)
+    return model, logits
+
+
+def test_an_ensemble_averages_its_members_probabilities(tmp_path, mnist_root):
+    # Alone, one model predicts 7 and the other 0; both give 2 their second-best score, which wins the average.
+    (a, logits_a), (b, logits_b) = _biased_model(7, 2), _biased_model(0, 2)
+    first, second = write_model_dir(tmp_path / "a", a), write_model_dir(tmp_path / "b", b)
+    report = evaluate([first, second], root=mnist_root, precision="fp32")
+    average = ((logits_a.softmax(0) + logits_b.softmax(0)) / 2).numpy()
+    assert report["model"] == "ensemble of 2" and report["n"] == 20
+    assert [m["source"] for m in report["members"]] == [str(first), str(second)]
+    assert np.array(report["confusion"])[:, 2].sum() == 20
+    assert report["loss"] == pytest.approx(-np.mean(np.log(average[TEST_LABELS])), rel=1e-5)
+    saved = json.loads((first / "eval-ensemble-test-none.json").read_text())
+    assert saved["members"] == report["members"] and not (second / "eval-ensemble-test-none.json").exists()
+    assert not (first / "eval-test-none.json").exists()  # the first member's own report is left alone
+    assert f"member: {second} (alexnet_cifar)" in format_report(report)
+    alone = evaluate(first, root=mnist_root, precision="fp32", write=False)
+    assert np.array(alone["confusion"])[:, 7].sum() == 20 and "members" not in alone
+
+
+def test_an_ensemble_needs_members_that_held_out_the_same_images(tmp_path, mnist_root):
+    spec = lambda seed: DataSpec("mnist", str(mnist_root), val_fraction=0.2, seed=seed)  # noqa: E731
+    first, second = (write_model_dir(tmp_path / f"run{s}", data=spec(s)) for s in (0, 1))
+    with pytest.raises(InputError, match=rf"^{second}: trained with seed 1, not {first}'s 0, so their val splits"):
+        evaluate([first, second], split="val", precision="fp32")
+    # The test split does not depend on the seed: an ensemble of seeds is tested on the same images.
+    assert evaluate([first, second], precision="fp32", write=False)["n"] == 20
+
+
+def test_an_ensemble_of_models_with_different_classes_is_refused(tmp_path, mnist_root):
+    from dataclasses import replace
+
+    from alexnet.modelcard import ModelCard
+
+    first, second = write_model_dir(tmp_path / "a"), write_model_dir(tmp_path / "b")
+    card = ModelCard.read(second)
+    replace(card, classes=(*card.classes[:9], "nine")).write(second)
+    with pytest.raises(InputError, match=rf"^{second}: its 10 classes \(0, 1, 2, 3 \.\.\.\) are not {first}'s 10"):
+        evaluate([first, second], root=mnist_root, precision="fp32")
+    assert not list(first.glob("eval-*"))

@@ -242,7 +242,14 @@ CompileOption = Annotated[
 
 @app.command("evaluate")
 def evaluate_command(
-    source: SourceArg,
+    sources: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="RUN_DIR|CKPT|ONNX",
+            help="A run or model directory, a .ckpt, a model.safetensors or an exported .onnx; several: an "
+            "ensemble, their class probabilities averaged.",
+        ),
+    ],
     data: Annotated[str | None, typer.Option("--data", help="Dataset (default: the run's).")] = None,
     root: Annotated[Path | None, typer.Option("--root", help="Dataset root (default: the run's).")] = None,
     split: Annotated[str, typer.Option("--split", help="test, val (the run's held-out split) or train.")] = "test",
@@ -252,11 +259,12 @@ def evaluate_command(
     compile_model: CompileOption = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Top-1/top-5, loss, per-class scores and confusion matrix; writes eval-<split>-<tta>.json beside the run."""
+    """Top-1/top-5, loss, per-class scores and confusion matrix; writes eval-<split>-<tta>.json beside the run
+    (eval-ensemble-<split>-<tta>.json beside the first of several)."""
     from alexnet.evaluation import evaluate, format_report
 
     report = evaluate(
-        source, data=data, root=root, split=split, tta=tta, batch_size=batch_size, precision=precision,
+        sources, data=data, root=root, split=split, tta=tta, batch_size=batch_size, precision=precision,
         compile=compile_model,
     )  # fmt: skip
     if as_json:

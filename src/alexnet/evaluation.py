@@ -1,7 +1,9 @@
 """``alexnet evaluate``: a trained classifier on a dataset split, with test-time augmentation, and its report.
 
 Writes beside the run (or model directory): ``eval-<split>-<tta>.json`` (what ``--json`` prints),
-``confusion-<split>-<tta>.csv`` and ``confusion-<split>-<tta>.png``, each atomically.
+``confusion-<split>-<tta>.csv`` and ``confusion-<split>-<tta>.png``, each atomically. Several runs make an
+ensemble: their class probabilities are averaged, and the files are named ``eval-ensemble-<split>-<tta>``
+beside the first.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import csv
 import io
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ import torch
 
 from alexnet.atomic import write_text
 from alexnet.data.datasets import load_splits
+from alexnet.data.imageset import Dataset
 from alexnet.errors import InputError
 from alexnet.inference import Classifier, load_classifier
 from alexnet.metrics import classification_report
@@ -27,25 +31,24 @@ from alexnet.tta import check_tta
 SPLITS = ("test", "val", "train")
 
 
+def _shown(names: tuple[str, ...]) -> str:
+    return f"({', '.join(names[:4])}{' ...' if len(names) > 4 else ''})"
+
+
 def _classes_match(model: tuple[str, ...], data: tuple[str, ...], name: str) -> None:
-    if tuple(model) == tuple(data):
-        return
-    shown = lambda names: ", ".join(names[:4]) + (" ..." if len(names) > 4 else "")  # noqa: E731
-    raise InputError(
-        f"{name}: its {len(data)} classes ({shown(data)}) do not match the model's {len(model)} ({shown(model)})"
-    )
+    if tuple(model) != tuple(data):
+        raise InputError(
+            f"{name}: its {len(data)} classes {_shown(data)} do not match the model's {len(model)} {_shown(model)}"
+        )
 
 
-def predict_split(classifier: Classifier, images: np.ndarray, *, tta: str, batch_size: int) -> tuple[np.ndarray, float]:
-    """(N, K) probabilities for uint8 (N, C, H, W) images, and images per second."""
+def predict_split(classifier: Classifier, images: np.ndarray, *, tta: str, batch_size: int) -> np.ndarray:
+    """(N, K) probabilities for uint8 (N, C, H, W) images."""
     outputs = []
-    start = time.perf_counter()
     for first in range(0, len(images), batch_size):
         batch = torch.from_numpy(np.ascontiguousarray(images[first : first + batch_size]))
         outputs.append(classifier.probabilities(batch, tta).cpu().numpy())
-    seconds = time.perf_counter() - start
-    probabilities = np.concatenate(outputs) if outputs else np.zeros((0, len(classifier.classes)), np.float32)
-    return probabilities, (len(images) / seconds if seconds > 0 else float("nan"))
+    return np.concatenate(outputs) if outputs else np.zeros((0, len(classifier.classes)), np.float32)
 
 
 def _confusion_csv(matrix: list[list[int]], classes: tuple[str, ...]) -> str:
@@ -57,8 +60,22 @@ def _confusion_csv(matrix: list[list[int]], classes: tuple[str, ...]) -> str:
     return buffer.getvalue()
 
 
+def _same_split(first: DataSpec, member: DataSpec, split: str, sources: tuple[str, str]) -> None:
+    """An ensemble's members must hold out the same images: each setting that draws ``split`` must agree."""
+    settings = ("name", "root") + {"test": (), "val": ("val_fraction", "seed")}.get(
+        split, ("val_fraction", "seed", "train_fraction")
+    )
+    for setting in settings:
+        if getattr(member, setting) != getattr(first, setting):
+            raise InputError(
+                f"{sources[1]}: trained with {setting} {getattr(member, setting)!r}, not {sources[0]}'s "
+                f"{getattr(first, setting)!r}, so their {split} splits are not the same images"
+                + ("; evaluate the ensemble on --split test" if split != "test" else "")
+            )
+
+
 def evaluate(
-    source: Path | str,
+    source: Path | str | Sequence[Path | str],
     *,
     data: str | None = None,
     root: Path | str | None = None,
@@ -69,47 +86,76 @@ def evaluate(
     compile: bool = False,
     write: bool = True,
 ) -> dict[str, Any]:
-    """Top-1/top-5, loss, per-class scores and confusion matrix of a run, model directory or checkpoint.
+    """Top-1/top-5, loss, per-class scores and confusion matrix of a run, model directory or checkpoint,
+    or of an ensemble of several (their class probabilities averaged, each member's over the same views).
 
-    The dataset, its validation split and the preprocessing come from the run's saved settings unless
-    ``data``/``root`` override them. Returns the dict that ``eval-<split>-<tta>.json`` holds.
+    The dataset, its validation split and the preprocessing come from the (first) run's saved settings
+    unless ``data``/``root`` override them; an ensemble's members must have held out the same images of
+    ``split``. Returns the dict that ``eval-<split>-<tta>.json`` holds.
     """
     check_tta(tta)
     if split not in SPLITS:
         raise InputError(f"unknown --split {split!r}; use {', '.join(SPLITS)}")
     if batch_size < 1:
         raise InputError(f"--batch-size must be positive, not {batch_size}")
-    classifier = load_classifier(source, precision=precision, compile=compile)
-    trained = classifier.card.data or DataSpec(name="")  # the run's dataset and split settings
+    sources = [source] if isinstance(source, str | Path) else list(source)
+    if not sources:
+        raise InputError("no model to evaluate: give a run or model directory")
+    classifiers = [load_classifier(member, precision=precision, compile=compile) for member in sources]
+    first = classifiers[0]
+    trained = first.card.data or DataSpec(name="")  # the run's dataset and split settings
     name = data or trained.name
     if not name:
-        raise InputError(f"{classifier.folder}: its model card names no dataset; pass --data")
-    dataset = load_splits(
-        name,
-        root if root is not None else (trained.root if data is None else None),
-        train_fraction=trained.train_fraction,
-        val_fraction=trained.val_fraction,
-        seed=trained.seed,
-        storage_size=classifier.storage_size,
-    )
+        raise InputError(f"{first.folder}: its model card names no dataset; pass --data")
+    for member, classifier in zip(sources[1:], classifiers[1:], strict=True):
+        if classifier.classes != first.classes:
+            raise InputError(
+                f"{member}: its {len(classifier.classes)} classes {_shown(classifier.classes)} are not "
+                f"{sources[0]}'s {len(first.classes)} {_shown(first.classes)}"
+            )
+        if data is None:
+            _same_split(trained, classifier.card.data or DataSpec(name=""), split, (str(sources[0]), str(member)))
+    loaded: dict[int, Dataset] = {}  # one copy of the data per storage size the members were trained at
+    for classifier in classifiers:
+        if classifier.storage_size not in loaded:
+            loaded[classifier.storage_size] = load_splits(
+                name,
+                root if root is not None else (trained.root if data is None else None),
+                train_fraction=trained.train_fraction,
+                val_fraction=trained.val_fraction,
+                seed=trained.seed,
+                storage_size=classifier.storage_size,
+            )
+    dataset = loaded[first.storage_size]
     images = dataset.split(split)
-    _classes_match(classifier.classes, images.classes, dataset.name)
-    probabilities, rate = predict_split(classifier, images.images, tta=tta, batch_size=batch_size)
+    _classes_match(first.classes, images.classes, dataset.name)
+    probabilities = np.zeros((len(images), len(first.classes)), np.float32)
+    start = time.perf_counter()
+    for classifier in classifiers:
+        member_images = loaded[classifier.storage_size].split(split)
+        if not np.array_equal(member_images.labels, images.labels):
+            raise InputError(f"{dataset.name}: its {split} split differs between storage sizes; evaluate one size")
+        scores = predict_split(classifier, member_images.images, tta=tta, batch_size=batch_size)
+        probabilities += scores / len(classifiers)
+    seconds = time.perf_counter() - start
+    members = [
+        {"model": c.card.model, "source": str(member), "weights": str(c.weights)}
+        for member, c in zip(sources, classifiers, strict=True)
+    ]
     report = {
-        "model": classifier.card.model,
-        "source": str(source),
-        "weights": str(classifier.weights),
+        **({"model": first.card.model, **members[0]} if len(members) == 1 else
+           {"model": f"ensemble of {len(members)}", "members": members}),
         "data": dataset.name,
         "split": split,
         "tta": tta,
-        **classification_report(probabilities, images.labels, classifier.classes),
-        "images_per_s": round(rate, 1),
-        "precision": "bf16" if classifier.dtype == torch.bfloat16 else "fp32",
-        "backend": classifier.backend,
-        "classes": list(classifier.classes),
-    }
+        **classification_report(probabilities, images.labels, first.classes),
+        "images_per_s": round(len(images) / seconds, 1) if seconds > 0 else float("nan"),  # of the ensemble
+        "precision": "bf16" if first.dtype == torch.bfloat16 else "fp32",
+        "backend": first.backend,
+        "classes": list(first.classes),
+    }  # fmt: skip
     if write:
-        report["outputs"] = _write_outputs(report, classifier)
+        report["outputs"] = _write_outputs(report, first)
     return report
 
 
@@ -118,7 +164,9 @@ def _write_outputs(report: dict[str, Any], classifier: Classifier) -> dict[str, 
 
     folder = classifier.folder
     stem = f"{report['split']}-{report['tta']}"
-    if classifier.weights.suffix == ".ckpt":
+    if "members" in report:
+        stem = f"ensemble-{stem}"  # beside its first member's own report
+    elif classifier.weights.suffix == ".ckpt":
         stem = f"{classifier.weights.stem}-{stem}"  # best.ckpt and last.ckpt reports side by side
     elif classifier.weights.suffix == ".onnx":
         stem = f"{classifier.weights.stem}-onnx-{stem}"  # beside the PyTorch weights' own report
@@ -143,6 +191,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"{report['precision']})",
         f"top-1 {report['top1']:.2%}   top-5 {report['top5']:.2%}   loss {report['loss']:.4f}   "
         f"{report['images_per_s']:,.0f} images/s",
+        *(f"  member: {m['source']} ({m['model']})" for m in report.get("members", ())),
         "",
     ]
     width = max(len("class"), *(len(c) for c in report["per_class"]))

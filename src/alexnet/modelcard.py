@@ -51,7 +51,7 @@ class DataSpec:
     root: str | None = None
     train_fraction: float = 1.0
     val_fraction: float = 0.0
-    seed: int = 0  # of the splits
+    seed: int = 0  # of the validation and --train-fraction splits (a folder's held-out test split has its own)
 
 
 @dataclass(frozen=True)
