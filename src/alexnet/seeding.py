@@ -8,7 +8,8 @@ masks are the same whether or not the run was interrupted before it. The streams
 - torch's global generator (dropout): ``epoch_seed(seed, epoch, rank=rank, stream=GLOBAL)``;
 - alternating flips' mirrors, drawn once per run: ``epoch_seed(seed, 0, stream=MIRRORS)``.
 
-The validation split held out of the training images follows the run's seed (``imageset.split_train``); a
+The validation split held out of the training images follows the run's seed, or its ``split_seed`` where one
+is set (``TrainConfig.data_seed``; ensemble members share one to be validated together); a
 test split held out of an image folder with no ``test/`` does not: it is drawn with ``TEST_SPLIT_SEED``, so
 every run on a folder is tested on the same images and none of them trained on another run's test images.
 """

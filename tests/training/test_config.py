@@ -70,6 +70,7 @@ def test_unknown_recipe():
     [
         ({"lr": -1}, "lr must be at least 0, not -1"),
         ({"seed": -1}, "seed must be between 0 and 4,294,967,295, not -1"),
+        ({"split_seed": -2}, "split_seed must be between 0 and 4,294,967,295, not -2"),
         ({"image_size": 100_000}, "image_size must be between 1 and 4,096, not 100000"),
         ({"epochs": -3}, "epochs must be at least 1, not -3"),
         ({"epochs": 1.5}, "epochs must be a whole number, not 1.5"),
@@ -116,3 +117,7 @@ def _own_lines(name: str) -> dict:
 
     document = yaml.safe_load((resources.files("alexnet") / "recipes" / f"{name}.yaml").read_text())
     return {k: v for k, v in document.items() if k not in ("description", "base")}
+
+
+def test_the_splits_follow_the_seed_unless_split_seed_is_set():
+    assert TrainConfig(seed=3).data_seed == 3 and TrainConfig(seed=3, split_seed=0).data_seed == 0

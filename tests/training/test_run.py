@@ -501,3 +501,19 @@ def test_a_time_budget_on_one_step_an_epoch_times_the_whole_probe(tmp_path, data
         assert _train(tmp_path, data_root, run, *args, epochs=2) == 0
     assert any("so 1 of the recipe's 2 epochs, and one epoch is over the budget" in line for line in said)
     assert len(_metrics(run)) == 1
+
+
+def test_members_of_one_split_seed_are_validated_together_as_an_ensemble(tmp_path, data_root, capsys):
+    from alexnet.modelcard import ModelCard
+
+    for seed in (1, 2):
+        assert _train(tmp_path, data_root, tmp_path / f"shared{seed}", "--seed", str(seed), "--split-seed", "0",
+                      epochs=1) == 0  # fmt: skip
+        assert _train(tmp_path, data_root, tmp_path / f"own{seed}", "--seed", str(seed), epochs=1) == 0
+    assert ModelCard.read(tmp_path / "shared2").data.seed == 0 and ModelCard.read(tmp_path / "own2").data.seed == 2
+    assert _metrics(tmp_path / "shared1") != _metrics(tmp_path / "shared2")  # the seed still draws the weights
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "shared1"), str(tmp_path / "shared2"), "--split", "val", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "ensemble of 2"
+    assert main(["evaluate", str(tmp_path / "own1"), str(tmp_path / "own2"), "--split", "val"]) == 2
+    assert "trained with seed 2, not" in capsys.readouterr().err

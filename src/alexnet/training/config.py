@@ -49,6 +49,7 @@ class TrainConfig:
     model_options: dict[str, Any] = field(default_factory=dict)  # extra builder keywords (widths, towers, init)
     train_fraction: float = 1.0  # stratified fraction of the training images kept (after validation is held out)
     val_fraction: float = 0.1  # held out of the training images for validation and best.ckpt
+    split_seed: int | None = None  # of the validation and train_fraction splits; None: seed's (ensembles share one)
     storage_size: int | None = None  # px, decoded image-folder cache; None: the images' own side, at most 256
     # fine-tuning
     pretrained: str | None = None  # "imagenet" (torchvision's weights) or a .pth / .safetensors / run directory
@@ -96,7 +97,7 @@ class TrainConfig:
     channels_last: bool = True  # NHWC memory layout (faster convolutions on CPUs and tensor cores)
     compile: bool = False  # torch.compile the model (slower start, faster steps)
     deterministic: bool = False  # deterministic algorithms only: bit-identical reruns on GPUs too, slower
-    seed: int = 0  # of the validation split, the initial weights and every epoch's randomness (alexnet.seeding)
+    seed: int = 0  # of the initial weights, every epoch's randomness and, without split_seed, the splits
     devices: int = 1  # processes (CPU) or GPUs per node; torchrun and SLURM set it themselves
     num_nodes: int = 1  # machines (SLURM; torchrun sets it itself)
     sync_batchnorm: bool = True  # BatchNorm statistics over the global batch when several processes train
@@ -121,6 +122,11 @@ class TrainConfig:
         weights are never overwritten)."""
         return self.whiten and self.pretrained is None
 
+    @property
+    def data_seed(self) -> int:
+        """The seed of the validation and ``train_fraction`` splits: ``split_seed``, else ``seed``."""
+        return self.seed if self.split_seed is None else self.split_seed
+
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes``; unknown names or wrongly typed values raise ``InputError``."""
         known = {f.name: f for f in fields(self)}
@@ -142,7 +148,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "storage_size": (8, 4096), "lr": (0, math.inf), "seed": (0, 2**32 - 1), "dropout": (0, 1), "momentum": (0, 1),
     "weight_decay": (0, math.inf), "label_smoothing": (0, 1), "head_epochs": (0, math.inf),
     "warmup_epochs": (0, math.inf), "grad_clip": (0, math.inf), "padding": (0, 4096), "cutout": (0, 4096),
-    "mixup": (0, math.inf), "cutmix": (0, math.inf), "time_budget": (0, math.inf),
+    "mixup": (0, math.inf), "cutmix": (0, math.inf), "time_budget": (0, math.inf), "split_seed": (0, 2**32 - 1),
 }  # fmt: skip
 
 

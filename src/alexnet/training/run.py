@@ -140,7 +140,7 @@ def prepare(
     if dataset is None:
         dataset = load_splits(
             config.data, config.root, train_fraction=config.train_fraction, val_fraction=config.val_fraction,
-            seed=config.seed, storage_size=config.storage_size,
+            seed=config.data_seed, storage_size=config.storage_size,
         )  # fmt: skip
     for note in dataset.notes if layout.is_zero else ():
         log.info("%s: %s", dataset.name, note)
@@ -179,7 +179,7 @@ def prepare(
         model = model.to(memory_format=torch.channels_last)
     card = ModelCard(
         model=config.model, model_kwargs=kwargs, classes=tuple(dataset.train.classes), preprocess=inputs,
-        data=DataSpec(config.data, config.root, config.train_fraction, config.val_fraction, config.seed),
+        data=DataSpec(config.data, config.root, config.train_fraction, config.val_fraction, config.data_seed),
     )  # fmt: skip
 
     # The processes Lightning starts inherit the environment: they all use rank 0's directory.
