@@ -39,6 +39,13 @@ def test_format_1_files_still_read(tmp_path):
     assert card.data == DataSpec("cifar10") and card.preprocess.storage_size == 224 and card.test_top1 == 0.5
 
 
+def test_format_2_cards_held_a_folders_test_split_out_with_the_runs_seed(tmp_path):
+    document = json.loads(CARD.to_json())
+    del document["data"]["test_seed"]
+    (tmp_path / "model.json").write_text(json.dumps({**document, "format_version": 2}))
+    assert ModelCard.read(tmp_path).data.test_seed == 3 and CARD.data.test_seed == 0
+
+
 def test_unknown_keys_are_kept_when_the_card_is_written_again(tmp_path):
     CARD.write(tmp_path)
     document = json.loads((tmp_path / "model.json").read_text())

@@ -62,7 +62,7 @@ def _confusion_csv(matrix: list[list[int]], classes: tuple[str, ...]) -> str:
 
 def _same_split(first: DataSpec, member: DataSpec, split: str, sources: tuple[str, str]) -> None:
     """An ensemble's members must hold out the same images: each setting that draws ``split`` must agree."""
-    settings = ("name", "root") + {"test": (), "val": ("val_fraction", "seed")}.get(
+    settings = ("name", "root", "test_seed") + {"test": (), "val": ("val_fraction", "seed")}.get(
         split, ("val_fraction", "seed", "train_fraction")
     )
     for setting in settings:
@@ -124,6 +124,7 @@ def evaluate(
                 train_fraction=trained.train_fraction,
                 val_fraction=trained.val_fraction,
                 seed=trained.seed,
+                test_seed=trained.test_seed,
                 storage_size=classifier.storage_size,
             )
     dataset = loaded[first.storage_size]

@@ -15,8 +15,11 @@ from typing import Any
 
 from alexnet.atomic import write_text
 from alexnet.errors import InputError
+from alexnet.seeding import TEST_SPLIT_SEED
 
-FORMAT_VERSION = 2  # 1: "data" was the dataset's name alone, without its split settings
+# 1: "data" was the dataset's name alone, without its split settings; 2: no "data.test_seed" (a folder's
+# held-out test split followed the run's seed)
+FORMAT_VERSION = 3
 FILE_NAME = "model.json"
 
 
@@ -51,7 +54,8 @@ class DataSpec:
     root: str | None = None
     train_fraction: float = 1.0
     val_fraction: float = 0.0
-    seed: int = 0  # of the validation and --train-fraction splits (a folder's held-out test split has its own)
+    seed: int = 0  # of the validation and --train-fraction splits
+    test_seed: int = TEST_SPLIT_SEED  # of the test split held out of a folder with no test/
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,8 @@ class ModelCard:
             data = document.pop("data", None)
             if isinstance(data, str):  # format 1
                 data = {"name": data}
+            if isinstance(data, dict) and version < 3:  # the run's seed drew its folder's test split
+                data = {"test_seed": data.get("seed", 0), **data}
             p = document.pop("preprocess")
             preprocess = InputSpec(
                 image_size=int(p["image_size"]), channels=int(p["channels"]),

@@ -11,14 +11,15 @@ masks are the same whether or not the run was interrupted before it. The streams
 The validation split held out of the training images follows the run's seed, or its ``split_seed`` where one
 is set (``TrainConfig.data_seed``; ensemble members share one to be validated together); a
 test split held out of an image folder with no ``test/`` does not: it is drawn with ``TEST_SPLIT_SEED``, so
-every run on a folder is tested on the same images and none of them trained on another run's test images.
+every run on a folder is tested on the same images and none of them trained on another run's test images
+(model cards record it as ``data.test_seed``; cards of format 2 and older drew it with the run's seed).
 """
 
 from __future__ import annotations
 
 GLOBAL = 17
 MIRRORS = 7919
-TEST_SPLIT_SEED = 0  # seed 0's draw: the split every run was tested on before the seed stopped choosing it
+TEST_SPLIT_SEED = 0  # seed 0's draw: runs of seed 0 keep the test split they had when the run's seed drew it
 
 
 def epoch_seed(seed: int, epoch: int, *, rank: int | None = None, stream: int = 0) -> int:

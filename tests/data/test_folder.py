@@ -43,6 +43,9 @@ def test_held_out_test_split_is_the_same_for_every_seed(tmp_path):
     # The validation split still follows the seed, drawn from the same remaining images.
     assert ids(first.val.images) != ids(other.val.images)
     assert ids(np.r_[first.train.images, first.val.images]) == ids(np.r_[other.train.images, other.val.images])
+    # A model card of an older run names the seed its test split was drawn with.
+    older = load_splits(f"folder:{root}", tmp_path / "cache", val_fraction=0.2, seed=3, test_seed=3)
+    assert len(older.test) == 6 and ids(older.test.images) != ids(first.test.images)
 
 
 def test_truncated_jpeg_is_listed_and_skipped(tmp_path):

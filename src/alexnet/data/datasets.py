@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from alexnet.errors import InputError
+from alexnet.seeding import TEST_SPLIT_SEED
 
 if TYPE_CHECKING:  # NumPy is imported when data is loaded, not when the CLI lists dataset names
     from alexnet.data.imageset import Dataset, ImageSet
@@ -59,14 +60,16 @@ def load_splits(
     train_fraction: float = 1.0,
     val_fraction: float = 0.0,
     seed: int = 0,
+    test_seed: int = TEST_SPLIT_SEED,
     storage_size: int | None = None,
     allow_download: bool = True,
 ) -> Dataset:
     """Find (or download) dataset ``name`` under ``root`` and return its splits.
 
     ``val_fraction`` holds a stratified validation split out of the training images; then a stratified
-    ``train_fraction`` of the rest is kept for training (both seeded by ``seed``). ``storage_size``
-    applies to image folders: the side of the decoded, cached images (None: ``folder.natural_size``).
+    ``train_fraction`` of the rest is kept for training (both seeded by ``seed``). ``storage_size`` and
+    ``test_seed`` apply to image folders: the side of the decoded, cached images (None:
+    ``folder.natural_size``), and the seed of the test split held out of a folder with no ``test/``.
     """
     from alexnet.data.imageset import split_train
 
@@ -75,7 +78,7 @@ def load_splits(
         from alexnet.data.folder import load_folder
 
         folder = Path(name.removeprefix(FOLDER)).expanduser()
-        dataset = load_folder(folder, root, storage_size=storage_size)
+        dataset = load_folder(folder, root, storage_size=storage_size, test_seed=test_seed)
     elif (spec := DATASETS.get(name)) is not None:
         loader = getattr(importlib.import_module(spec.module), spec.function)
         dataset = loader(name, root, allow_download=allow_download)
@@ -92,7 +95,7 @@ def load_trained_data(card: ModelCard) -> Dataset:
     spec = card.data
     return load_splits(
         spec.name, spec.root, train_fraction=spec.train_fraction, val_fraction=spec.val_fraction, seed=spec.seed,
-        storage_size=card.preprocess.storage_size, allow_download=False,
+        test_seed=spec.test_seed, storage_size=card.preprocess.storage_size, allow_download=False,
     )  # fmt: skip
 
 

@@ -216,13 +216,20 @@ def _cache_for(root: Path, folder: Path, storage_size: int) -> FolderCache:
     return FolderCache(root / "folder-cache" / f"{slug}-{storage_size}-{key}")
 
 
-def load_folder(folder: Path, root: Path, *, storage_size: int | None = None, test_fraction: float = 0.2) -> Dataset:
+def load_folder(
+    folder: Path,
+    root: Path,
+    *,
+    storage_size: int | None = None,
+    test_fraction: float = 0.2,
+    test_seed: int = TEST_SPLIT_SEED,
+) -> Dataset:
     """An image folder as a ``Dataset`` of uint8 (3, S, S) images, S = ``storage_size`` (short side
     resized to S, centre crop S x S, as the paper stored ImageNet at 256); by default the images' own size,
     at most 256 (``natural_size``).
 
     Without ``test/`` (or ``val/``) folders, a stratified ``test_fraction`` of the images is held out as
-    the test split, the same images whatever the run's seed (``seeding.TEST_SPLIT_SEED``). Decoding happens
+    the test split, drawn with ``test_seed``: the same images whatever the run's seed. Decoding happens
     once, in parallel; the cache under ``ROOT/folder-cache/`` is reused while the folder's files (names,
     sizes, times) stay the same.
     """
@@ -278,7 +285,7 @@ def load_folder(folder: Path, root: Path, *, storage_size: int | None = None, te
     held_out = 0.0
     if test is None:
         held_out = test_fraction
-        keep, held = stratified_split(train.labels, test_fraction, TEST_SPLIT_SEED)
+        keep, held = stratified_split(train.labels, test_fraction, test_seed)
         train, test = train.subset(keep), train.subset(held)
         notes.append(f"the test split is {held_out_origin(test_fraction)}")
     return Dataset(f"folder:{folder}", train, test, val=val, source=how, notes=tuple(notes), test_held_out=held_out)
