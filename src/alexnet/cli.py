@@ -225,12 +225,8 @@ _train_command.__annotations__ = {p.name: p.annotation for p in _train_command._
 app.command("train")(_train_command)
 
 
-SourceArg = Annotated[
-    Path,
-    typer.Argument(
-        metavar="RUN_DIR|CKPT|ONNX", help="A run or model directory, a .ckpt, a model.safetensors or an exported .onnx."
-    ),
-]
+SOURCE_HELP = "A run or model directory, a .ckpt, a model.safetensors or an exported .onnx"
+SourceArg = Annotated[Path, typer.Argument(metavar="RUN_DIR|CKPT|ONNX", help=f"{SOURCE_HELP}.")]
 TtaOption = Annotated[str, typer.Option("--tta", help=f"Test views: {', '.join(TTA_MODES)} (ten-crop: the paper's).")]
 PrecisionOption = Annotated[
     str, typer.Option("--precision", help=f"{', '.join(PRECISIONS)} (auto: bf16 where this machine does it fast).")
@@ -246,8 +242,7 @@ def evaluate_command(
         list[Path],
         typer.Argument(
             metavar="RUN_DIR|CKPT|ONNX",
-            help="A run or model directory, a .ckpt, a model.safetensors or an exported .onnx; several: an "
-            "ensemble, their class probabilities averaged.",
+            help=f"{SOURCE_HELP}; several: an ensemble, their class probabilities averaged.",
         ),
     ],
     data: Annotated[str | None, typer.Option("--data", help="Dataset (default: the run's).")] = None,

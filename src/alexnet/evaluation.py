@@ -144,8 +144,7 @@ def evaluate(
         for member, c in zip(sources, classifiers, strict=True)
     ]
     report = {
-        **({"model": first.card.model, **members[0]} if len(members) == 1 else
-           {"model": f"ensemble of {len(members)}", "members": members}),
+        **(members[0] if len(members) == 1 else {"model": f"ensemble of {len(members)}", "members": members}),
         "data": dataset.name,
         "split": split,
         "tta": tta,
