@@ -26,6 +26,16 @@ def constant_model() -> torch.nn.Module:
     return model.eval()
 
 
+def biased_model(top: int, second: int) -> tuple[torch.nn.Module, torch.Tensor]:
+    """``constant_model`` whose logits are 3 for class ``top``, 2.5 for ``second`` and 0 elsewhere, and those logits."""
+    model = constant_model()
+    logits = torch.zeros(10)
+    logits[top], logits[second] = 3.0, 2.5
+    with torch.no_grad():
+        model.classifier[-1].bias.copy_(logits)
+    return model, logits
+
+
 def write_model_dir(folder: Path, model: torch.nn.Module | None = None, *, data: str | DataSpec = "mnist") -> Path:
     """A model directory as `alexnet train` exports it, for 28-px grey MNIST-format data."""
     card = ModelCard(

@@ -3,14 +3,13 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from alexnet.errors import InputError
 from alexnet.evaluation import evaluate, format_report
 from alexnet.modelcard import DataSpec
 
 from fileformats import write_cifar10, write_mnist
-from modeldirs import BIAS, write_model_dir
+from modeldirs import BIAS, biased_model, write_model_dir
 
 TEST_LABELS = np.arange(20) % 10  # write_mnist's test labels
 
@@ -97,20 +96,9 @@ def test_a_dataset_with_fewer_classes_than_the_model_is_refused(tmp_path):
         evaluate(model_dir, data=f"folder:{tmp_path / 'pets'}", root=tmp_path / "cache", split="train")
 
 
-def _biased_model(top: int, second: int):
-    from modeldirs import constant_model
-
-    model = constant_model()
-    logits = torch.zeros(10)
-    logits[top], logits[second] = 3.0, 2.5
-    with torch.no_grad():
-        model.classifier[-1].bias.copy_(logits)
-    return model, logits
-
-
 def test_an_ensemble_averages_its_members_probabilities(tmp_path, mnist_root):
     # Alone, one model predicts 7 and the other 0; both give 2 their second-best score, which wins the average.
-    (a, logits_a), (b, logits_b) = _biased_model(7, 2), _biased_model(0, 2)
+    (a, logits_a), (b, logits_b) = biased_model(7, 2), biased_model(0, 2)
     first, second = write_model_dir(tmp_path / "a", a), write_model_dir(tmp_path / "b", b)
     report = evaluate([first, second], root=mnist_root, precision="fp32")
     average = ((logits_a.softmax(0) + logits_b.softmax(0)) / 2).numpy()

@@ -12,7 +12,7 @@ from alexnet.cli import main
 from alexnet.inference import load_classifier
 from alexnet.prediction import collect_images, predict
 
-from modeldirs import BIAS, MNIST_CLASSES, write_model_dir
+from modeldirs import BIAS, MNIST_CLASSES, biased_model, write_model_dir
 
 RANKING = [MNIST_CLASSES[i] for i in torch.argsort(BIAS, descending=True).tolist()]
 
@@ -87,6 +87,42 @@ def test_cli_table_json_lines_csv_and_exit_status(tmp_path, capsys):
     assert main(["predict", str(model_dir), good]) == 0
     table = capsys.readouterr().out.strip()
     assert table.startswith(good) and f"{RANKING[0]} " in table
+
+
+def test_an_ensemble_predicts_its_members_average(tmp_path, capsys):
+    # Alone, one model predicts 7 and the other 0; both give 2 their second-best score, which wins the average.
+    (a, logits_a), (b, logits_b) = biased_model(7, 2), biased_model(0, 2)
+    first, second = write_model_dir(tmp_path / "a", a), write_model_dir(tmp_path / "b", b)
+    Image.new("L", (28, 28), 90).save(tmp_path / "digit.png")
+    average = (logits_a.softmax(0) + logits_b.softmax(0)) / 2
+    [result] = predict([first, second], [tmp_path / "digit.png"], top_k=3, precision="fp32")
+    shown = {t["class"]: t["probability"] for t in result["top"]}  # 7 and 0 tie in the average
+    assert result["top"][0]["class"] == "2" and shown == pytest.approx(
+        {c: average[int(c)].item() for c in "270"}, abs=1e-6
+    )
+    assert predict(first, [tmp_path / "digit.png"], top_k=1, precision="fp32")[0]["top"][0]["class"] == "7"
+    args = ["predict", str(first), str(tmp_path / "digit.png"), "--json", "--top-k", "3", "--precision", "fp32"]
+    assert main([*args, "--ensemble", str(second)]) == 0
+    top = json.loads(capsys.readouterr().out)["top"]
+    assert top[0]["class"] == "2" and {t["class"]: t["probability"] for t in top} == shown
+
+
+def test_an_ensemble_of_other_classes_or_sizes_is_refused_in_one_line(tmp_path, capsys):
+    from dataclasses import replace
+
+    from alexnet.modelcard import ModelCard
+
+    first, renamed, larger = (write_model_dir(tmp_path / name) for name in ("a", "b", "c"))
+    card = ModelCard.read(renamed)
+    replace(card, classes=(*card.classes[:9], "nine")).write(renamed)
+    card = ModelCard.read(larger)
+    replace(card, preprocess=replace(card.preprocess, storage_size=32)).write(larger)
+    Image.new("L", (28, 28), 90).save(tmp_path / "digit.png")
+    for member, message in ((renamed, "its 10 classes (0, 1, 2, 3 ...) are not"), (larger, "decoded at 32 px, not")):
+        assert main(["predict", str(first), str(tmp_path / "digit.png"), "--ensemble", str(member)]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err.startswith(f"alexnet: error: {member}: ")
+        assert message in captured.err and len(captured.err.strip().splitlines()) == 1
 
 
 def test_missing_paths_are_errors_and_the_rest_still_run(tmp_path):

@@ -279,14 +279,22 @@ def predict_command(
     tta: TtaOption = "none",
     precision: PrecisionOption = "auto",
     compile_model: CompileOption = False,
+    ensemble: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--ensemble",
+            metavar="RUN_DIR|CKPT|ONNX",
+            help="Another model to average with the first (repeat for more): an ensemble, as evaluate's.",
+        ),
+    ] = None,
 ) -> None:
     """Top-K classes with probabilities for image files and folders; exit 2 if any image could not be read."""
     from alexnet.atomic import write_text
-    from alexnet.inference import load_classifier
+    from alexnet.inference import load_ensemble
     from alexnet.prediction import format_csv, format_line, iter_predictions
 
     _output_file(out)
-    classifier = load_classifier(source, precision=precision, compile=compile_model)
+    classifier = load_ensemble([source, *(ensemble or ())], precision=precision, compile=compile_model)
     results, failed = [], 0
     for result in iter_predictions(classifier, inputs, top_k=top_k, batch_size=batch_size, tta=tta):
         results.append(result)

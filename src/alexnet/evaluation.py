@@ -23,7 +23,7 @@ from alexnet.atomic import write_text
 from alexnet.data.datasets import load_splits
 from alexnet.data.imageset import Dataset
 from alexnet.errors import InputError
-from alexnet.inference import Classifier, load_classifier
+from alexnet.inference import Classifier, check_members, load_classifier, shown_classes
 from alexnet.metrics import classification_report
 from alexnet.modelcard import DataSpec
 from alexnet.tta import check_tta
@@ -31,14 +31,11 @@ from alexnet.tta import check_tta
 SPLITS = ("test", "val", "train")
 
 
-def _shown(names: tuple[str, ...]) -> str:
-    return f"({', '.join(names[:4])}{' ...' if len(names) > 4 else ''})"
-
-
 def _classes_match(model: tuple[str, ...], data: tuple[str, ...], name: str) -> None:
     if tuple(model) != tuple(data):
         raise InputError(
-            f"{name}: its {len(data)} classes {_shown(data)} do not match the model's {len(model)} {_shown(model)}"
+            f"{name}: its {len(data)} classes {shown_classes(data)} do not match the model's {len(model)} "
+            f"{shown_classes(model)}"
         )
 
 
@@ -107,12 +104,8 @@ def evaluate(
     name = data or trained.name
     if not name:
         raise InputError(f"{first.folder}: its model card names no dataset; pass --data")
+    check_members(sources, classifiers)
     for member, classifier in zip(sources[1:], classifiers[1:], strict=True):
-        if classifier.classes != first.classes:
-            raise InputError(
-                f"{member}: its {len(classifier.classes)} classes {_shown(classifier.classes)} are not "
-                f"{sources[0]}'s {len(first.classes)} {_shown(first.classes)}"
-            )
         if data is None:
             _same_split(trained, classifier.card.data or DataSpec(name=""), split, (str(sources[0]), str(member)))
     loaded: dict[int, Dataset] = {}  # one copy of the data per storage size the members were trained at

@@ -7,6 +7,7 @@ No pickle and no training code state is ever loaded.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,3 +142,63 @@ def load_classifier(
     preprocess = preprocess_from_card(card)
     storage = card.preprocess.storage_size
     return Classifier(model, card.classes, preprocess, storage, card, folder, weights, dtype, target)
+
+
+def shown_classes(names: tuple[str, ...]) -> str:
+    """The first few class names, for error messages."""
+    return f"({', '.join(names[:4])}{' ...' if len(names) > 4 else ''})"
+
+
+def check_members(sources: Sequence[Path | str], classifiers: Sequence[Classifier]) -> None:
+    """An ensemble's members must name the same classes in the same order (their probabilities are averaged
+    column by column); the first member that does not is named in a one-line error."""
+    first = classifiers[0]
+    for source, classifier in zip(sources[1:], classifiers[1:], strict=True):
+        if classifier.classes != first.classes:
+            raise InputError(
+                f"{source}: its {len(classifier.classes)} classes {shown_classes(classifier.classes)} are not "
+                f"{sources[0]}'s {len(first.classes)} {shown_classes(first.classes)}"
+            )
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """Several classifiers of the same classes and storage size as one: class probabilities averaged, each
+    member's over the same test-time views (``alexnet predict RUN IMAGES --ensemble RUN``)."""
+
+    members: tuple[Classifier, ...]
+    sources: tuple[str, ...]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.members[0].classes
+
+    @property
+    def storage_size(self) -> int:
+        return self.members[0].storage_size
+
+    def probabilities(self, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
+        """uint8 (N, C, H, W) stored images -> (N, K): the mean of the members' ``probabilities``."""
+        return torch.stack([m.probabilities(images, tta).float().cpu() for m in self.members]).mean(0)
+
+
+def load_ensemble(
+    sources: Sequence[Path | str], *, precision: str = "auto", compile: bool = False, device: str | None = None
+) -> Classifier | Ensemble:
+    """``load_classifier`` of one source, or an ``Ensemble`` of several: members must share the classes and
+    the size images are decoded at (a file is decoded once for all of them; ``alexnet evaluate`` takes
+    members of different sizes, since its splits are loaded per size)."""
+    if not sources:
+        raise InputError("no model given: give a run or model directory")
+    classifiers = [load_classifier(s, precision=precision, compile=compile, device=device) for s in sources]
+    if len(classifiers) == 1:
+        return classifiers[0]
+    check_members(sources, classifiers)
+    for source, classifier in zip(sources[1:], classifiers[1:], strict=True):
+        if classifier.storage_size != classifiers[0].storage_size:
+            raise InputError(
+                f"{source}: its images are decoded at {classifier.storage_size} px, not {sources[0]}'s "
+                f"{classifiers[0].storage_size}; members of different sizes can be evaluated together "
+                f"(alexnet evaluate RUN RUN ...), not predicted"
+            )
+    return Ensemble(tuple(classifiers), tuple(map(str, sources)))

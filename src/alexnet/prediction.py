@@ -16,7 +16,7 @@ import torch
 from alexnet.data.decode import decode_image
 from alexnet.data.folder import IMAGE_SUFFIXES, list_images
 from alexnet.errors import InputError, first_line
-from alexnet.inference import Classifier, load_classifier
+from alexnet.inference import Classifier, Ensemble, load_ensemble
 from alexnet.tta import check_tta
 
 
@@ -53,7 +53,7 @@ def read_image(path: Path, size: int) -> np.ndarray | str:
 
 
 def iter_predictions(
-    classifier: Classifier,
+    classifier: Classifier | Ensemble,
     inputs: Sequence[Path | str],
     *,
     top_k: int = 5,
@@ -92,7 +92,7 @@ def iter_predictions(
 
 
 def predict(
-    source: Path | str,
+    source: Path | str | Sequence[Path | str],
     inputs: Sequence[Path | str],
     *,
     top_k: int = 5,
@@ -102,8 +102,10 @@ def predict(
     compile: bool = False,
 ) -> list[dict[str, Any]]:
     """Predictions for image files and folders with the classifier in ``source`` (a run or model directory,
-    or a checkpoint): a list of the dicts ``iter_predictions`` yields, one per image, errors included."""
-    classifier = load_classifier(source, precision=precision, compile=compile)
+    a checkpoint or an ONNX file), or with an ensemble of several (their class probabilities averaged): a list
+    of the dicts ``iter_predictions`` yields, one per image, errors included."""
+    sources = [source] if isinstance(source, str | Path) else list(source)
+    classifier = load_ensemble(sources, precision=precision, compile=compile)
     return list(iter_predictions(classifier, inputs, top_k=top_k, batch_size=batch_size, tta=tta))
 
 
