@@ -233,6 +233,17 @@ def test_alexnet_cifar_fast_takes_one_block_per_width():
         get_model("alexnet_cifar_fast", widths=())
 
 
+def test_alexnet_cifar_fast_stem_stride_halves_the_stems_map():
+    strided = get_model("alexnet_cifar_fast", stem_stride=2).eval()
+    assert strided.features[0].stride == (2, 2) and strided.features[0].kernel_size == (2, 2)
+    with torch.no_grad():  # 64 px -> a 32-px map after the stem, then the 32-px network's blocks
+        assert strided.features[:2](torch.zeros(2, 3, 64, 64)).shape == (2, 24, 32, 32)
+        assert strided(torch.zeros(2, 3, 64, 64)).shape == (2, 10)
+    # the blocks need a 24-px stem map: 25 px at stride 1, 48 at stride 2
+    assert smallest_input_size(get_architecture("alexnet_cifar_fast", stem_stride=2)) == 48
+    assert get_model("alexnet_cifar_fast").state_dict().keys() == strided.state_dict().keys()
+
+
 def test_dirac_init_passes_each_convs_input_through_its_first_filters():
     model = get_model("alexnet_cifar_fast", widths=(32, 64, 64))
     conv = model.features[2]  # 24 -> 32 channels, 3x3
