@@ -93,8 +93,8 @@ def alexnet_cifar_fast(
     fit from 25 px, four from 49 (at 64 px the maps are 63, 31, 15, 7 and 3 px). Convs
     start as partial identities (``init="dirac"``). The fixed logit scale keeps the output layer's steps in
     proportion to the rest at the recipe's learning rate. ``activation="gelu"`` swaps every ReLU for
-    airbench's GELU. ``stem_stride=2`` halves the stem's map: photos at twice the size for the
-    multiply-adds of the later blocks at the size (104-px crops of 128-px photos cost 0.73x 64-px crops).
+    airbench's GELU. ``stem_stride=2`` halves the stem's map, so photos of twice the side cost the later
+    blocks what photos of the side did (104-px crops of 128-px photos: 0.73x the multiply-adds of 64-px crops).
     """
     if not widths:
         raise ValueError("widths needs one width per block, at least one")
