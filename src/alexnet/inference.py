@@ -167,7 +167,6 @@ class Ensemble:
     member's over the same test-time views (``alexnet predict RUN IMAGES --ensemble RUN``)."""
 
     members: tuple[Classifier, ...]
-    sources: tuple[str, ...]
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -179,7 +178,7 @@ class Ensemble:
 
     def probabilities(self, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
         """uint8 (N, C, H, W) stored images -> (N, K): the mean of the members' ``probabilities``."""
-        return torch.stack([m.probabilities(images, tta).float().cpu() for m in self.members]).mean(0)
+        return torch.stack([m.probabilities(images, tta) for m in self.members]).mean(0)
 
 
 def load_ensemble(
@@ -201,4 +200,4 @@ def load_ensemble(
                 f"{classifiers[0].storage_size}; members of different sizes can be evaluated together "
                 f"(alexnet evaluate RUN RUN ...), not predicted"
             )
-    return Ensemble(tuple(classifiers), tuple(map(str, sources)))
+    return Ensemble(tuple(classifiers))
