@@ -11,7 +11,9 @@ import pytest
 pytestmark = pytest.mark.slow
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("*.py") if p.name != "common.py")
+# Not benchmarks: the shared helpers, and the script that builds the held-out CIFAR-10 split (tested below).
+HELPERS = {"common.py", "cifar10_heldout.py"}
+SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("*.py") if p.name not in HELPERS)
 
 
 def _quick(tmp_path, script: str, *args: str) -> list[dict]:
@@ -39,6 +41,13 @@ def test_every_benchmark_script_is_covered():
         "distributed.py", "inference.py", "pipeline.py", "precision_accuracy.py", "serve_load.py",
         "time_to_accuracy.py", "train_throughput.py",
     ]  # fmt: skip
+
+
+def test_heldout_split_keeps_the_jpegs_that_are_not_copies_of_the_real_images(tmp_path):
+    (line,) = _quick(tmp_path, "cifar10_heldout.py")
+    # 10 classes of 7 JPEGs, 3 of each the copies of real images: those become the test batch
+    assert (line["train"], line["test"], line["matched_right"]) == (40, 30, True)
+    assert 0 < line["rms_mean"] <= line["rms_max"] < 20  # the JPEG coding's error, far below a wrong match
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
