@@ -24,6 +24,7 @@ from PIL import Image
 
 from alexnet.atomic import atomic_path
 from alexnet.data.cifar import read_batch
+from alexnet.errors import InputError
 
 from common import parse_args
 
@@ -37,6 +38,8 @@ def read_subset(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
         batch = read_batch(path)
         images.append(np.asarray(batch["data"], np.uint8))
         labels += list(batch["labels"])
+    if not images:
+        raise InputError(f"{folder}: no data_batch_* files (an official-format CIFAR-10 folder is needed)")
     names = [n.decode() if isinstance(n, bytes) else n for n in read_batch(folder / "batches.meta")["label_names"]]
     return np.concatenate(images), np.asarray(labels, np.int64), names
 
@@ -61,10 +64,12 @@ def build(jpeg_root: Path, subset: Path, out: Path) -> dict:
     real, real_labels, names = read_subset(subset)
     kept, kept_labels, distances = [], [], []
     for label, name in enumerate(names):
+        if not (jpeg_root / name).is_dir():
+            raise InputError(f"{jpeg_root / name}: no such class folder (the JPEG tree holds one per class)")
         coded = read_jpegs(jpeg_root / name)
         index, rms = nearest(real[real_labels == label], coded)
         if len(set(index.tolist())) != len(index):
-            raise SystemExit(f"{jpeg_root / name}: two real images match one JPEG; is this the same dataset?")
+            raise InputError(f"{jpeg_root / name}: two real images match one JPEG; is this the same dataset?")
         keep = np.ones(len(coded), bool)
         keep[index] = False
         kept.append(coded[keep])
@@ -126,7 +131,10 @@ def main() -> None:
             args.out = Path(tmp) / "split"
         elif not (args.jpeg and args.subset and args.out):
             parser.error("give --jpeg, --subset and --out (or --quick)")
-        figures = build(args.jpeg, args.subset, args.out)
+        try:
+            figures = build(args.jpeg, args.subset, args.out)
+        except InputError as error:
+            parser.exit(2, f"cifar10_heldout.py: {error}\n")
         if args.quick:  # the training batches hold exactly the JPEGs that are not copies of the real images
             train = [read_batch(p)["data"] for p in sorted((args.out / "cifar-10-batches-py").glob("data_batch_*"))]
             figures["matched_right"] = {row.tobytes() for row in np.concatenate(train)} == expected
