@@ -234,6 +234,14 @@ PrecisionOption = Annotated[
 CompileOption = Annotated[
     bool, typer.Option("--compile/--no-compile", help="torch.compile with frozen weights (slower start).")
 ]
+EnsembleOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--ensemble",
+        metavar="RUN_DIR|CKPT|ONNX",
+        help="Another model to average with the first (repeat for more): an ensemble, as evaluate's.",
+    ),
+]
 
 
 @app.command("evaluate")
@@ -279,14 +287,7 @@ def predict_command(
     tta: TtaOption = "none",
     precision: PrecisionOption = "auto",
     compile_model: CompileOption = False,
-    ensemble: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--ensemble",
-            metavar="RUN_DIR|CKPT|ONNX",
-            help="Another model to average with the first (repeat for more): an ensemble, as evaluate's.",
-        ),
-    ] = None,
+    ensemble: EnsembleOption = None,
 ) -> None:
     """Top-K classes with probabilities for image files and folders; exit 2 if any image could not be read."""
     from alexnet.atomic import write_text
@@ -395,12 +396,12 @@ def serve_command(
     ),
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
     max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Requests batched into one forward pass.")] = 32,
+    ensemble: EnsembleOption = None,
 ) -> None:
     """A web page (drop an image: top-5 and Grad-CAM) and a JSON API: POST /predict, GET /model, GET /healthz."""
     from alexnet.serve.app import serve
 
-    typer.echo(f"serving {source} on http://{host}:{port}/ (Ctrl-C stops)", err=True)
-    serve(source, host=host, port=port, max_batch=max_batch)
+    serve([source, *(ensemble or ())], host=host, port=port, max_batch=max_batch)
 
 
 class _StderrHandler(logging.StreamHandler):

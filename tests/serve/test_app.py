@@ -9,9 +9,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from alexnet.cli import main
 from alexnet.export import export_onnx
 
-from modeldirs import MNIST_CLASSES, expected_probabilities, write_model_dir
+from modeldirs import MNIST_CLASSES, biased_model, expected_probabilities, write_model_dir
 
 
 def _png(pixels: np.ndarray) -> bytes:
@@ -59,6 +60,7 @@ def test_model_health_and_page(client):
     described = client.get("/model").json()
     assert described["model"] == "alexnet_cifar" and described["classes"] == MNIST_CLASSES
     assert described["backend"] == "pytorch" and described["gradcam"] is True
+    assert [member["model"] for member in described["members"]] == ["alexnet_cifar"]
     assert client.get("/healthz").json()["status"] == "ok"
     page = client.get("/")
     assert page.status_code == 200 and 'id="file"' in page.text and "predict?top_k=5&gradcam=true" in page.text
@@ -105,3 +107,36 @@ def test_an_onnx_file_is_served_without_gradcam(tmp_path):
                              headers={"Content-Type": "image/png"})  # fmt: skip
         assert answer.status_code == 200 and "gradcam" not in answer.json()
         assert answer.json()["top"][0]["class"] == "7"
+
+
+def test_an_ensemble_serves_its_members_average_and_their_mean_gradcam(tmp_path):
+    from alexnet.serve.app import create_app
+
+    # Alone, one model predicts 7 and the other 0; both give 2 their second-best score, which wins the average.
+    (a, logits_a), (b, logits_b) = biased_model(7, 2), biased_model(0, 2)
+    members = [write_model_dir(tmp_path / "a", a), write_model_dir(tmp_path / "b", b)]
+    average = (logits_a.softmax(0) + logits_b.softmax(0)) / 2
+    with TestClient(create_app(members, precision="fp32")) as client:
+        described = client.get("/model").json()
+        assert described["model"] == "ensemble of 2 (alexnet_cifar, alexnet_cifar)"
+        assert [m["source"] for m in described["members"]] == [str(m / "model.safetensors") for m in members]
+        assert described["test_top1"] is None and described["gradcam"] is True and described["precision"] == "fp32"
+        answer = client.post("/predict?top_k=3&gradcam=true", content=_png(np.full((28, 28), 90, np.uint8)),
+                             headers={"Content-Type": "image/png"})  # fmt: skip
+        assert answer.status_code == 200
+        assert answer.json()["top"][0]["class"] == "2"
+        assert _top(answer.json()) == pytest.approx({c: average[int(c)].item() for c in "270"}, abs=1e-5)
+        assert answer.json()["gradcam"].startswith("data:image/png;base64,")
+
+
+def test_serving_an_ensemble_of_other_classes_is_refused_in_one_line(tmp_path, capsys):
+    from dataclasses import replace
+
+    from alexnet.modelcard import ModelCard
+
+    first, renamed = write_model_dir(tmp_path / "a"), write_model_dir(tmp_path / "b")
+    card = ModelCard.read(renamed)
+    replace(card, classes=(*card.classes[:9], "nine")).write(renamed)
+    assert main(["serve", str(first), "--ensemble", str(renamed), "--port", "1"]) == 2
+    (error,) = capsys.readouterr().err.strip().splitlines()  # nothing said of serving
+    assert error.startswith(f"alexnet: error: {renamed}: its 10 classes")

@@ -3,7 +3,7 @@ API, on FastAPI. Bad input gets a 4xx with a JSON ``{"error": ...}`` and the ser
 
     POST /predict   an image as the request body (Content-Type image/*) or as multipart field "image";
                     ?top_k=5, ?gradcam=true adds the overlay as a PNG data URL
-    GET  /model     what is served: architecture, classes, input size, backend
+    GET  /model     what is served: architecture, classes, input size, backend; an ensemble's members
     GET  /healthz   liveness, and how many requests the batcher has served in how many forward passes
 """
 
@@ -13,8 +13,10 @@ import base64
 import contextlib
 import copy
 import io
+import sys
 import threading
 import warnings
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,11 +28,12 @@ from PIL import Image
 from alexnet.data.decode import decode_image
 from alexnet.errors import first_line
 from alexnet.extras import require
-from alexnet.inference import Classifier, load_classifier
+from alexnet.inference import Classifier, Ensemble, load_ensemble
 from alexnet.serve.batching import Batcher
 
 MAX_BYTES = 10 * 2**20  # largest upload
 MAX_PIXELS = 40_000_000  # largest image, by its header: a 50,000 x 50,000 PNG is refused before it is decoded
+Sources = Path | str | Sequence[Path | str]  # one model, or an ensemble's members
 
 
 class BadImage(Exception):
@@ -63,40 +66,68 @@ def decode_upload(data: bytes, size: int, *, max_pixels: int = MAX_PIXELS) -> np
             raise BadImage(400, f"corrupt or truncated image ({first_line(error, 120)})") from None
 
 
-class Service:
-    """The classifier behind the API: batched probabilities, and Grad-CAM on a copy of the model of its own
-    (captum's hooks must not see the batches' forward passes)."""
+def _listed(source: Sources) -> list[Path | str]:
+    return [source] if isinstance(source, str | Path) else list(source)
 
-    def __init__(self, classifier: Classifier, *, max_batch: int) -> None:
+
+def _joined(values: Sequence[str]) -> str:
+    """The members' values, each once, in order: "pytorch", or "pytorch + onnxruntime"."""
+    return " + ".join(dict.fromkeys(values))
+
+
+class Service:
+    """The classifier (or ensemble) behind the API: batched probabilities, and Grad-CAM on copies of the models
+    of its own (captum's hooks must not see the batches' forward passes); an ensemble's heatmap is the mean of
+    its members' (each on its own view of the image, brought to the first member's size)."""
+
+    def __init__(self, classifier: Classifier | Ensemble, *, max_batch: int) -> None:
         self.classifier = classifier
+        self.members = classifier.members if isinstance(classifier, Ensemble) else (classifier,)
         self.batcher = Batcher(self._probabilities, max_batch=max_batch)
-        pytorch = classifier.backend == "pytorch"
-        self.explainer = copy.deepcopy(classifier.model).float() if pytorch else None
+        pytorch = all(member.backend == "pytorch" for member in self.members)
+        self.explainers = [copy.deepcopy(member.model).float() for member in self.members] if pytorch else []
         self.explain_lock = threading.Lock()
 
     def _probabilities(self, images: np.ndarray) -> np.ndarray:
         return self.classifier.probabilities(torch.from_numpy(images)).cpu().numpy()
 
     def describe(self) -> dict[str, Any]:
-        card = self.classifier.card
+        first = self.members[0].card
+        members = [
+            {"model": m.card.model, "source": str(m.weights), "image_size": m.card.preprocess.image_size,
+             "test_top1": m.card.test_top1}
+            for m in self.members
+        ]  # fmt: skip
+        models = [member["model"] for member in members]
         return {
-            "model": card.model, "classes": list(card.classes), "image_size": card.preprocess.image_size,
-            "channels": card.preprocess.channels, "backend": self.classifier.backend,
-            "precision": "bf16" if self.classifier.dtype == torch.bfloat16 else "fp32", "test_top1": card.test_top1,
-            "gradcam": self.explainer is not None, "source": str(self.classifier.weights),
+            "model": models[0] if len(models) == 1 else f"ensemble of {len(models)} ({', '.join(models)})",
+            "classes": list(first.classes), "image_size": first.preprocess.image_size,
+            "channels": first.preprocess.channels, "backend": _joined([m.backend for m in self.members]),
+            "precision": _joined(["bf16" if m.dtype == torch.bfloat16 else "fp32" for m in self.members]),
+            # an ensemble has no measured figure of its own (`alexnet evaluate RUN RUN ...` gives one)
+            "test_top1": first.test_top1 if len(members) == 1 else None,
+            "gradcam": bool(self.explainers), "source": " + ".join(member["source"] for member in members),
+            "members": members,
         }  # fmt: skip
 
     def overlay(self, image: np.ndarray, target: int) -> str:
-        """The Grad-CAM heatmap for class ``target`` laid over the model's view of ``image``: a PNG data URL."""
+        """The Grad-CAM heatmap for class ``target`` laid over the first model's view of ``image``: a PNG data
+        URL."""
         import matplotlib
 
         from alexnet.visualize.figures import gradcam
 
-        preprocess = self.classifier.preprocess
-        views = preprocess.evaluate(torch.from_numpy(image[None]), dtype=torch.float32)[0]
+        stored = torch.tensor(image)[None]  # a copy: the decoded upload may be read-only
+        views = [m.preprocess.evaluate(stored, dtype=torch.float32)[0] for m in self.members]
+        size = views[0].shape[-2:]
+        heats = []
         with self.explain_lock:
-            heat = gradcam(self.explainer, views.clone(), torch.tensor([target]))[0]
-        picture = preprocess.to_pixels(views)[0].numpy()
+            for explainer, view in zip(self.explainers, views, strict=True):
+                heat = torch.from_numpy(gradcam(explainer, view.clone(), torch.tensor([target])))
+                heats.append(torch.nn.functional.interpolate(heat[None], size=size, mode="bilinear")[0, 0])
+        heat = torch.stack(heats).mean(0)
+        heat = (heat / heat.max().clamp_min(1e-12)).numpy()
+        picture = self.members[0].preprocess.to_pixels(views[0])[0].numpy()
         colours = matplotlib.colormaps["jet"](heat)[..., :3].transpose(2, 0, 1)
         blended = (0.55 * picture + 0.45 * colours).transpose(1, 2, 0)
         side = max(224, blended.shape[0])
@@ -118,14 +149,14 @@ async def _read_body(request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(source: Path | str, *, max_batch: int = 32, max_bytes: int = MAX_BYTES, precision: str = "auto"):
+def create_app(source: Sources, *, max_batch: int = 32, max_bytes: int = MAX_BYTES, precision: str = "auto"):
     """The FastAPI application serving the classifier in ``source`` (a run or model directory, a checkpoint
-    or an exported ``.onnx``)."""
+    or an exported ``.onnx``), or the ensemble of several such sources (their probabilities averaged)."""
     fastapi = require("fastapi", "serve")
     from fastapi import Request
     from fastapi.responses import HTMLResponse, JSONResponse
 
-    service = Service(load_classifier(source, precision=precision), max_batch=max_batch)
+    service = Service(load_ensemble(_listed(source), precision=precision), max_batch=max_batch)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -183,15 +214,17 @@ def create_app(source: Path | str, *, max_batch: int = 32, max_bytes: int = MAX_
         answer: dict[str, Any] = {
             "top": [{"class": classes[i], "probability": round(float(probabilities[i]), 6)} for i in order]
         }
-        if gradcam and service.explainer is not None:
+        if gradcam and service.explainers:
             answer["gradcam"] = await anyio.to_thread.run_sync(service.overlay, image, int(order[0]))
         return answer
 
     return app
 
 
-def serve(source: Path | str, *, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 32) -> None:
+def serve(source: Sources, *, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 32) -> None:
     """Run the service with uvicorn until interrupted."""
     uvicorn = require("uvicorn", "serve")
-    app = create_app(source, max_batch=max_batch)
+    app = create_app(source, max_batch=max_batch)  # a model that cannot be served is refused before the line below
+    shown = " + ".join(map(str, _listed(source)))
+    print(f"serving {shown} on http://{host}:{port}/ (Ctrl-C stops)", file=sys.stderr, flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
