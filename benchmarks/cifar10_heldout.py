@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from alexnet.atomic import atomic_path
-from alexnet.data.cifar import read_batch
+from alexnet.data.cifar import load_cifar
 from alexnet.errors import InputError
 
 from common import parse_args
@@ -33,15 +33,8 @@ BATCHES = 5
 
 def read_subset(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The real images (N, 3072) uint8, their labels and the class names of an official-format folder."""
-    images, labels = [], []
-    for path in sorted(folder.glob("data_batch_*")):
-        batch = read_batch(path)
-        images.append(np.asarray(batch["data"], np.uint8))
-        labels += list(batch["labels"])
-    if not images:
-        raise InputError(f"{folder}: no data_batch_* files (an official-format CIFAR-10 folder is needed)")
-    names = [n.decode() if isinstance(n, bytes) else n for n in read_batch(folder / "batches.meta")["label_names"]]
-    return np.concatenate(images), np.asarray(labels, np.int64), names
+    train = load_cifar("cifar10", folder, allow_download=False).train
+    return train.images.reshape(len(train.images), -1), train.labels, list(train.classes)
 
 
 def read_jpegs(folder: Path) -> np.ndarray:
@@ -136,8 +129,8 @@ def main() -> None:
         except InputError as error:
             parser.exit(2, f"cifar10_heldout.py: {error}\n")
         if args.quick:  # the training batches hold exactly the JPEGs that are not copies of the real images
-            train = [read_batch(p)["data"] for p in sorted((args.out / "cifar-10-batches-py").glob("data_batch_*"))]
-            figures["matched_right"] = {row.tobytes() for row in np.concatenate(train)} == expected
+            train = load_cifar("cifar10", args.out, allow_download=False).train.images
+            figures["matched_right"] = {image.tobytes() for image in train} == expected
         print(json.dumps({"benchmark": "cifar10 held-out split", **figures}))
 
 
