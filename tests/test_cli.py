@@ -130,9 +130,8 @@ def test_evaluate_prints_one_json_object_and_exits_2_on_bad_input(tmp_path, caps
     other = write_model_dir(tmp_path / "other")
     assert main(["evaluate", str(model_dir), str(other), "--root", str(tmp_path / "data"), "--json"]) == 0
     ensemble = json.loads(capsys.readouterr().out)
-    assert ensemble["model"] == "ensemble of 2" and [m["source"] for m in ensemble["members"]] == [
-        str(model_dir), str(other)
-    ]  # fmt: skip
+    assert ensemble["model"] == "ensemble of 2 (alexnet_cifar, alexnet_cifar)"
+    assert [m["source"] for m in ensemble["members"]] == [str(model_dir), str(other)]
 
 
 def test_evaluate_and_predict_are_api_functions():

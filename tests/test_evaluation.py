@@ -102,7 +102,7 @@ def test_an_ensemble_averages_its_members_probabilities(tmp_path, mnist_root):
     first, second = write_model_dir(tmp_path / "a", a), write_model_dir(tmp_path / "b", b)
     report = evaluate([first, second], root=mnist_root, precision="fp32")
     average = ((logits_a.softmax(0) + logits_b.softmax(0)) / 2).numpy()
-    assert report["model"] == "ensemble of 2" and report["n"] == 20
+    assert report["model"] == "ensemble of 2 (alexnet_cifar, alexnet_cifar)" and report["n"] == 20
     assert [m["source"] for m in report["members"]] == [str(first), str(second)]
     assert np.array(report["confusion"])[:, 2].sum() == 20
     assert report["loss"] == pytest.approx(-np.mean(np.log(average[TEST_LABELS])), rel=1e-5)

@@ -76,6 +76,60 @@ def test_bad_onnx_sources_are_one_line_errors(tmp_path, capsys):
     assert "already an ONNX model" in capsys.readouterr().err
 
 
+def _member(folder, seed, mean, std, *, data, image_size=28):
+    """A model directory of random weights, trained (so its card says) under its own normalisation."""
+    torch.manual_seed(seed)
+    kwargs = {"num_classes": 10, "in_channels": 1, "hidden": [8], "widths": [4, 4, 4, 4, 4]}
+    card = ModelCard("alexnet_cifar", kwargs, tuple(str(i) for i in range(10)),
+                     InputSpec(image_size, 1, (mean,), (std,), 28, padding=2), data=data, test_top1=0.5)  # fmt: skip
+    save_model_dir(get_model("alexnet_cifar", **kwargs).eval(), folder, card)
+    return folder
+
+
+def test_an_ensemble_exports_as_one_graph_whose_softmax_is_the_members_average(tmp_path, capsys):
+    write_mnist(tmp_path / "data" / "mnist", train=30, test=20)
+    data = DataSpec("mnist", str(tmp_path / "data"))
+    # The members normalise differently: the graph must renormalise the first's input for the second.
+    a, b = _member(tmp_path / "a", 0, 0.5, 0.25, data=data), _member(tmp_path / "b", 1, 0.13, 0.31, data=data)
+    assert main(["export", str(a), "--ensemble", str(b), "--json"]) == 0
+    check = json.loads(capsys.readouterr().out)
+    exported = a / "ensemble.onnx"
+    assert check["passed"] and check["onnx"] == str(exported) and check["members"] == [str(a), str(b)]
+    assert check["images_from"] == "mnist test" and check["max_abs_logit_diff"] <= 1e-4
+    assert not (a / "model.onnx").exists()  # the first member's own export is left alone
+    metadata = {p.key: p.value for p in onnx.load_model(str(exported)).metadata_props}
+    card = ModelCard.from_json(metadata[CARD_KEY], "metadata")
+    assert card.model == check["model"] == "ensemble of 2 (alexnet_cifar, alexnet_cifar)" and card.test_top1 is None
+    assert [m["source"] for m in card.members] == [str(a), str(b)] and card.preprocess.mean == (0.5,)
+    # Its softmax is the average PyTorch gives each member on its own view, image for image.
+    for i in range(4):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (28, 28), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    images = sorted(tmp_path.glob("*.png"))
+    ours, theirs = predict(exported, images, top_k=10), predict([a, b], images, top_k=10, precision="fp32")
+    for one, other in zip(ours, theirs, strict=True):
+        assert {t["class"]: t["probability"] for t in one["top"]} == pytest.approx(
+            {t["class"]: t["probability"] for t in other["top"]}, abs=1e-5
+        )
+    onnx_report, torch_report = evaluate(exported, precision="fp32"), evaluate([a, b], precision="fp32")
+    assert onnx_report["model"] == torch_report["model"] == card.model
+    assert onnx_report["confusion"] == torch_report["confusion"]
+    assert onnx_report["loss"] == pytest.approx(torch_report["loss"], abs=1e-5)
+
+
+def test_an_ensemble_of_other_input_sizes_is_refused_in_one_line(tmp_path, capsys):
+    a, b = (
+        _member(tmp_path / "a", 0, 0.5, 0.25, data=None),
+        _member(tmp_path / "b", 1, 0.5, 0.25, data=None, image_size=24),
+    )
+    assert main(["export", str(a), "--ensemble", str(b)]) == 2
+    (error,) = capsys.readouterr().err.strip().splitlines()
+    assert error.startswith(f"alexnet: error: {b}: takes 24-px input") and "one graph needs one input" in error
+    export_onnx(a, check_images=2)
+    assert main(["export", str(b), "--ensemble", str(a / "model.onnx")]) == 2
+    assert f"{a / 'model.onnx'}: already an ONNX model" in capsys.readouterr().err
+    assert not (a / "ensemble.onnx").exists() and not (b / "ensemble.onnx").exists()
+
+
 def _sizes():
     for name in list_models():
         default = model_spec(name).image_size

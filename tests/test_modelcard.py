@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -44,6 +45,19 @@ def test_format_2_cards_held_a_folders_test_split_out_with_the_runs_seed(tmp_pat
     del document["data"]["test_seed"]
     (tmp_path / "model.json").write_text(json.dumps({**document, "format_version": 2}))
     assert ModelCard.read(tmp_path).data.test_seed == 3 and CARD.data.test_seed == 0
+
+
+def test_an_ensembles_members_round_trip_and_one_models_card_has_no_members_key(tmp_path):
+    assert "members" not in json.loads(CARD.to_json())
+    listed = ({"model": "alexnet_cifar", "source": "runs/a", "test_top1": 0.9}, {"model": "vgg11", "source": "b"})
+    ensemble = replace(CARD, model="ensemble of 2 (alexnet_cifar, vgg11)", model_kwargs={}, members=listed)
+    ensemble.write(tmp_path)
+    assert ModelCard.read(tmp_path) == ensemble
+    document = json.loads(ensemble.to_json())
+    for members in ({"a": 1}, [{"source": "runs/a"}], ["alexnet"]):
+        (tmp_path / "model.json").write_text(json.dumps({**document, "members": members}))
+        with pytest.raises(InputError, match="malformed .*members must be a list of objects"):
+            ModelCard.read(tmp_path)
 
 
 def test_unknown_keys_are_kept_when_the_card_is_written_again(tmp_path):

@@ -234,14 +234,18 @@ PrecisionOption = Annotated[
 CompileOption = Annotated[
     bool, typer.Option("--compile/--no-compile", help="torch.compile with frozen weights (slower start).")
 ]
-EnsembleOption = Annotated[
-    list[Path] | None,
-    typer.Option(
-        "--ensemble",
-        metavar="RUN_DIR|CKPT|ONNX",
-        help="Another model to average with the first (repeat for more): an ensemble, as evaluate's.",
-    ),
-]
+
+
+def ensemble_option(metavar: str, help: str) -> object:
+    """``--ensemble``: more models to average with the first, repeatable."""
+    return Annotated[list[Path] | None, typer.Option("--ensemble", metavar=metavar, help=help)]
+
+
+ENSEMBLE_HELP = "Another model to average with the first (repeat for more): an ensemble, as evaluate's"
+EnsembleOption = ensemble_option("RUN_DIR|CKPT|ONNX", f"{ENSEMBLE_HELP}.")
+ExportEnsembleOption = ensemble_option(
+    "RUN_DIR|CKPT", f"{ENSEMBLE_HELP}, exported as one graph (default file: ensemble.onnx beside the first)."
+)
 
 
 @app.command("evaluate")
@@ -321,6 +325,7 @@ def export_command(
     fmt: Annotated[str, typer.Option("--format", help="Export format: onnx.")] = "onnx",
     out: Annotated[Path | None, typer.Option("--out", help="Output file (default: model.onnx beside the run).")] = None,
     opset: Annotated[int, typer.Option("--opset", min=7, help="ONNX opset version.")] = 18,
+    ensemble: ExportEnsembleOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """A deployable model (ONNX with a dynamic batch axis and the model card in its metadata), checked against
@@ -329,7 +334,7 @@ def export_command(
 
     if fmt not in FORMATS:
         raise InputError(f"unknown --format {fmt!r}; use {', '.join(FORMATS)}")
-    check = export_onnx(source, _output_file(out), opset=opset)
+    check = export_onnx([source, *(ensemble or ())], _output_file(out), opset=opset)
     if as_json:
         _print_json(check)
         return

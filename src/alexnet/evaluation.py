@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,15 @@ from alexnet.atomic import write_text
 from alexnet.data.datasets import load_splits
 from alexnet.data.imageset import Dataset
 from alexnet.errors import InputError
-from alexnet.inference import Classifier, check_members, load_classifier, shown_classes
+from alexnet.inference import (
+    Classifier,
+    Sources,
+    check_members,
+    ensemble_name,
+    listed_sources,
+    load_classifier,
+    shown_classes,
+)
 from alexnet.metrics import classification_report
 from alexnet.modelcard import DataSpec
 from alexnet.tta import check_tta
@@ -72,7 +79,7 @@ def _same_split(first: DataSpec, member: DataSpec, split: str, sources: tuple[st
 
 
 def evaluate(
-    source: Path | str | Sequence[Path | str],
+    source: Sources,
     *,
     data: str | None = None,
     root: Path | str | None = None,
@@ -95,7 +102,7 @@ def evaluate(
         raise InputError(f"unknown --split {split!r}; use {', '.join(SPLITS)}")
     if batch_size < 1:
         raise InputError(f"--batch-size must be positive, not {batch_size}")
-    sources = [source] if isinstance(source, str | Path) else list(source)
+    sources = listed_sources(source)
     if not sources:
         raise InputError("no model to evaluate: give a run or model directory")
     classifiers = [load_classifier(member, precision=precision, compile=compile) for member in sources]
@@ -137,7 +144,8 @@ def evaluate(
         for member, c in zip(sources, classifiers, strict=True)
     ]
     report = {
-        **(members[0] if len(members) == 1 else {"model": f"ensemble of {len(members)}", "members": members}),
+        "model": ensemble_name([m["model"] for m in members]),
+        **(members[0] if len(members) == 1 else {"members": members}),
         "data": dataset.name,
         "split": split,
         "tta": tta,

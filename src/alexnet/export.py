@@ -6,6 +6,11 @@ mean/std, input size and channels) and the same facts as plain keys for other to
 is enough to serve the model. At export, onnxruntime runs the graph on images of the run's own data and
 the logits are compared with PyTorch's; the figures are printed and written beside the file.
 
+Several runs export as one graph (``alexnet export RUN --ensemble RUN2``): the images come in normalised as the
+first member's card says, each member gets them renormalised to its own mean/std, and the output is the log of
+the members' mean class probabilities, so its softmax is what ``alexnet evaluate RUN RUN2`` and ``predict``
+average. The card names the ensemble and lists its members (``ModelCard.members``).
+
 Needs the ``onnx`` extra (``pip install 'alexnet[onnx]'``: onnx, onnxscript, onnxruntime).
 """
 
@@ -13,16 +18,22 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from alexnet.atomic import atomic_path, write_text
 from alexnet.errors import InputError
 from alexnet.extras import require
-from alexnet.inference import Classifier, load_classifier
+from alexnet.inference import Classifier, Ensemble, Sources, ensemble_name, listed_sources, load_ensemble
+from alexnet.modelcard import ModelCard
 from alexnet.onnxmodel import CARD_KEY
 
 FORMATS = ("onnx",)
@@ -49,11 +60,54 @@ def _check_images(classifier: Classifier, count: int) -> tuple[torch.Tensor, str
     return classifier.preprocess.evaluate(stored)[0], name
 
 
+class EnsembleGraph(nn.Module):
+    """An ensemble's members as one module for export: images normalised for the first member in, the log of the
+    members' mean softmax out (a logit vector whose softmax is the ensemble's probabilities)."""
+
+    def __init__(self, members: Sequence[Classifier]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(m.model for m in members)
+        first = members[0].card.preprocess
+        for i, member in enumerate(members):
+            # first member's (x - m1) / s1 -> this member's (x - mk) / sk: an affine map per channel
+            mean, std = torch.tensor(member.card.preprocess.mean), torch.tensor(member.card.preprocess.std)
+            scale, shift = torch.tensor(first.std) / std, (torch.tensor(first.mean) - mean) / std
+            self.register_buffer(f"scale{i}", scale.reshape(1, -1, 1, 1))
+            self.register_buffer(f"shift{i}", shift.reshape(1, -1, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        log_probabilities = [
+            F.log_softmax(model(images * getattr(self, f"scale{i}") + getattr(self, f"shift{i}")).float(), -1)
+            for i, model in enumerate(self.members)
+        ]
+        return torch.logsumexp(torch.stack(log_probabilities), 0) - math.log(len(self.members))
+
+
+def _ensemble_card(sources: Sequence[Path | str], members: Sequence[Classifier]) -> ModelCard:
+    """The card of an ensemble exported as one graph: the first member's classes, input and data, the members
+    listed; no test figure (``alexnet evaluate`` on the exported file measures one)."""
+    for source, member in zip(sources[1:], members[1:], strict=True):
+        theirs, ours = member.card.preprocess, members[0].card.preprocess
+        if (theirs.image_size, theirs.channels, theirs.padding) != (ours.image_size, ours.channels, ours.padding):
+            raise InputError(
+                f"{source}: takes {theirs.image_size}-px input with {theirs.channels} channels and {theirs.padding} "
+                f"px of padding, not {sources[0]}'s {ours.image_size}, {ours.channels} and {ours.padding}: one graph "
+                "needs one input (alexnet evaluate RUN RUN ... takes such an ensemble)"
+            )
+    listed = tuple(
+        {"model": m.card.model, "model_kwargs": m.card.model_kwargs, "source": str(s), "test_top1": m.card.test_top1}
+        for s, m in zip(sources, members, strict=True)
+    )
+    name = ensemble_name([m.card.model for m in members])
+    return replace(members[0].card, model=name, model_kwargs={}, test_top1=None, members=listed)
+
+
 def export_onnx(
-    source: Path | str, out: Path | str | None = None, *, opset: int = DEFAULT_OPSET, check_images: int = 64
+    source: Sources, out: Path | str | None = None, *, opset: int = DEFAULT_OPSET, check_images: int = 64
 ) -> dict[str, Any]:
-    """Export the model of a run, checkpoint or model directory to ONNX (default ``<folder>/model.onnx``),
-    check it against PyTorch, and return the check's figures (also written to ``<out>.check.json``).
+    """Export the model of a run, checkpoint or model directory to ONNX (default ``<folder>/model.onnx``), or
+    several as one ensemble graph (default ``<first folder>/ensemble.onnx``), check it against PyTorch, and return
+    the check's figures (also written to ``<out>.check.json``).
 
     Raises ``InputError`` when onnxruntime's logits differ from PyTorch's by more than ``MAX_LOGIT_DIFF``
     or its top-1 class differs on any check image; the file is then not kept.
@@ -61,12 +115,20 @@ def export_onnx(
     onnx = require("onnx", "onnx")
     ort = require("onnxruntime", "onnx")
     require("onnxscript", "onnx")
-    if Path(source).suffix == ".onnx":
-        raise InputError(f"{source}: already an ONNX model; export a run, model directory or checkpoint")
-    classifier = load_classifier(source, precision="fp32", device="cpu")
-    model = classifier.model.to(memory_format=torch.contiguous_format)
-    card = classifier.card
-    out = Path(out) if out is not None else classifier.folder / "model.onnx"
+    sources = listed_sources(source)
+    for member in sources:
+        if Path(member).suffix == ".onnx":
+            raise InputError(f"{member}: already an ONNX model; export a run, model directory or checkpoint")
+    loaded = load_ensemble(sources, precision="fp32", device="cpu")
+    members = loaded.members if isinstance(loaded, Ensemble) else (loaded,)
+    for member in members:
+        member.model.to(memory_format=torch.contiguous_format)
+    if len(members) == 1:
+        model, card = members[0].model, members[0].card
+    else:
+        model, card = EnsembleGraph(members).eval(), _ensemble_card(sources, members)
+    first = members[0]
+    out = Path(out) if out is not None else first.folder / ("model.onnx" if len(members) == 1 else "ensemble.onnx")
     p = card.preprocess
     example = torch.zeros(2, p.channels, p.image_size, p.image_size)
     # The exporter warns that torchvision's detection ops cannot be registered: we use none of them.
@@ -85,13 +147,14 @@ def export_onnx(
             "std": json.dumps(list(p.std)),
             "image_size": str(p.image_size),
             "channels": str(p.channels),
-            "input": "float32 (N, C, S, S) in [0, 1], normalised: (x - mean) / std; output: logits (N, K)",
+            "input": "float32 (N, C, S, S) in [0, 1], normalised: (x - mean) / std; output: logits (N, K)"
+            + ("; an ensemble's: the log of its members' mean class probabilities" if card.members else ""),
         }
         for key, value in metadata.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.save_model(proto, str(temporary))
-        images, where = _check_images(classifier, check_images)
+        images, where = _check_images(first, check_images)
         session = ort.InferenceSession(str(temporary), providers=["CPUExecutionProvider"])
         exported = session.run(None, {"images": images.numpy()})[0]
         with torch.inference_mode():
@@ -100,7 +163,8 @@ def export_onnx(
         agreement = float((exported.argmax(1) == expected.argmax(1)).mean())
         passed = diff <= MAX_LOGIT_DIFF and agreement == 1
         check = {
-            "onnx": str(out), "model": card.model, "opset": opset, "check_images": len(images), "images_from": where,
+            "onnx": str(out), "model": card.model, **({"members": list(map(str, sources))} if card.members else {}),
+            "opset": opset, "check_images": len(images), "images_from": where,
             "max_abs_logit_diff": diff, "top1_agreement": agreement, "passed": passed,
             "input_shape": ["batch", p.channels, p.image_size, p.image_size], "bytes": temporary.stat().st_size,
         }  # fmt: skip

@@ -22,6 +22,8 @@ from alexnet.modelcard import ModelCard
 from alexnet.modeldir import load_model_dir, model_from_card, read_torch_weights
 from alexnet.runtime import resolve_precision
 
+Sources = Path | str | Sequence[Path | str]  # one model, or an ensemble's members
+
 
 @dataclass(frozen=True)
 class Classifier:
@@ -159,6 +161,17 @@ def check_members(sources: Sequence[Path | str], classifiers: Sequence[Classifie
                 f"{source}: its {len(classifier.classes)} classes {shown_classes(classifier.classes)} are not "
                 f"{sources[0]}'s {len(first.classes)} {shown_classes(first.classes)}"
             )
+
+
+def listed_sources(source: Sources) -> list[Path | str]:
+    """One source as a list of one; an ensemble's members as a list."""
+    return [source] if isinstance(source, str | Path) else list(source)
+
+
+def ensemble_name(models: Sequence[str]) -> str:
+    """What an ensemble is called in reports, the served page and exported files: "ensemble of 2 (alexnet_cifar,
+    alexnet_cifar)"; one model is its own name."""
+    return models[0] if len(models) == 1 else f"ensemble of {len(models)} ({', '.join(models)})"
 
 
 @dataclass(frozen=True)

@@ -62,18 +62,23 @@ class DataSpec:
 class ModelCard:
     """Everything but the weights: enough to rebuild the model and feed it on another machine."""
 
-    model: str  # registered architecture name
+    model: str  # registered architecture name; an exported ensemble's: "ensemble of N (...)" (members below)
     model_kwargs: dict[str, Any]  # its builder's keywords (num_classes, in_channels, hidden, ...)
     classes: tuple[str, ...]  # names in output order
     preprocess: InputSpec
     data: DataSpec | None = None  # None for a model shipped without its run
     test_top1: float | None = None  # filled in when training ends
+    # an ensemble exported as one ONNX graph (`alexnet export RUN --ensemble RUN`): its members' models, builder
+    # keywords, sources and test figures; empty for one model, and then not written
+    members: tuple[dict[str, Any], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as they were
 
     def to_json(self) -> str:
         """The card as model.json holds it (also stored in exported ONNX files' metadata)."""
         document = {"format_version": FORMAT_VERSION, **self.extra, **asdict(self)}
         del document["extra"]
+        if not self.members:
+            del document["members"]
         return json.dumps(document, indent=2) + "\n"
 
     def write(self, folder: Path) -> Path:
@@ -123,6 +128,9 @@ class ModelCard:
             )  # fmt: skip
             if not isinstance(document["model_kwargs"], dict) or not document["classes"]:
                 raise ValueError("model_kwargs must be a mapping and classes a non-empty list")
+            members = document.pop("members", [])
+            if not isinstance(members, list) or not all(isinstance(m, dict) and "model" in m for m in members):
+                raise ValueError("members must be a list of objects, each naming its model")
             card = cls(
                 model=str(document.pop("model")),
                 model_kwargs=dict(document.pop("model_kwargs")),
@@ -130,6 +138,7 @@ class ModelCard:
                 preprocess=preprocess,
                 data=DataSpec(**data) if data is not None else None,
                 test_top1=document.pop("test_top1", None),
+                members=tuple(members),
                 extra=document,
             )
         except (KeyError, TypeError, ValueError) as error:

@@ -129,6 +129,24 @@ def test_an_ensemble_serves_its_members_average_and_their_mean_gradcam(tmp_path)
         assert answer.json()["gradcam"].startswith("data:image/png;base64,")
 
 
+def test_an_ensemble_exported_as_one_onnx_file_serves_the_same_average_and_lists_its_members(tmp_path):
+    from alexnet.serve.app import create_app
+
+    (a, logits_a), (b, logits_b) = biased_model(7, 2), biased_model(0, 2)
+    members = [write_model_dir(tmp_path / "a", a), write_model_dir(tmp_path / "b", b)]
+    export_onnx(members, check_images=2)
+    average = (logits_a.softmax(0) + logits_b.softmax(0)) / 2
+    with TestClient(create_app(members[0] / "ensemble.onnx")) as client:
+        described = client.get("/model").json()
+        assert described["model"] == "ensemble of 2 (alexnet_cifar, alexnet_cifar)"
+        assert described["source"] == str(members[0] / "ensemble.onnx") and described["backend"] == "onnxruntime"
+        assert [m["source"] for m in described["members"]] == [str(m) for m in members]
+        answer = client.post("/predict?top_k=3", content=_png(np.full((28, 28), 90, np.uint8)),
+                             headers={"Content-Type": "image/png"})  # fmt: skip
+        assert answer.status_code == 200 and answer.json()["top"][0]["class"] == "2"
+        assert _top(answer.json()) == pytest.approx({c: average[int(c)].item() for c in "270"}, abs=1e-5)
+
+
 def test_serving_an_ensemble_of_other_classes_is_refused_in_one_line(tmp_path, capsys):
     from dataclasses import replace
 

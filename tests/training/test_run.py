@@ -514,6 +514,6 @@ def test_members_of_one_split_seed_are_validated_together_as_an_ensemble(tmp_pat
     assert _metrics(tmp_path / "shared1") != _metrics(tmp_path / "shared2")  # the seed still draws the weights
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "shared1"), str(tmp_path / "shared2"), "--split", "val", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["model"] == "ensemble of 2"
+    assert json.loads(capsys.readouterr().out)["model"] == "ensemble of 2 (alexnet_cifar, alexnet_cifar)"
     assert main(["evaluate", str(tmp_path / "own1"), str(tmp_path / "own2"), "--split", "val"]) == 2
     assert "trained with seed 2, not" in capsys.readouterr().err

@@ -18,7 +18,6 @@ import threading
 import warnings
 from collections.abc import Sequence
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,12 +27,11 @@ from PIL import Image
 from alexnet.data.decode import decode_image
 from alexnet.errors import first_line
 from alexnet.extras import require
-from alexnet.inference import Classifier, Ensemble, load_ensemble
+from alexnet.inference import Classifier, Ensemble, Sources, ensemble_name, listed_sources, load_ensemble
 from alexnet.serve.batching import Batcher
 
 MAX_BYTES = 10 * 2**20  # largest upload
 MAX_PIXELS = 40_000_000  # largest image, by its header: a 50,000 x 50,000 PNG is refused before it is decoded
-Sources = Path | str | Sequence[Path | str]  # one model, or an ensemble's members
 
 
 class BadImage(Exception):
@@ -66,10 +64,6 @@ def decode_upload(data: bytes, size: int, *, max_pixels: int = MAX_PIXELS) -> np
             raise BadImage(400, f"corrupt or truncated image ({first_line(error, 120)})") from None
 
 
-def _listed(source: Sources) -> list[Path | str]:
-    return [source] if isinstance(source, str | Path) else list(source)
-
-
 def _joined(values: Sequence[str]) -> str:
     """The members' values, each once, in order: "pytorch", or "pytorch + onnxruntime"."""
     return " + ".join(dict.fromkeys(values))
@@ -94,19 +88,21 @@ class Service:
     def describe(self) -> dict[str, Any]:
         first = self.members[0].card
         members = [
-            {"model": m.card.model, "source": str(m.weights), "image_size": m.card.preprocess.image_size,
-             "test_top1": m.card.test_top1}
+            {"model": listed["model"], "source": listed["source"], "image_size": m.card.preprocess.image_size,
+             "test_top1": listed.get("test_top1")}
             for m in self.members
+            # an ensemble exported as one ONNX graph lists its members in its card
+            for listed in m.card.members or [{"model": m.card.model, "source": str(m.weights),
+                                              "test_top1": m.card.test_top1}]
         ]  # fmt: skip
-        models = [member["model"] for member in members]
         return {
-            "model": models[0] if len(models) == 1 else f"ensemble of {len(models)} ({', '.join(models)})",
+            "model": ensemble_name([member["model"] for member in members]),
             "classes": list(first.classes), "image_size": first.preprocess.image_size,
             "channels": first.preprocess.channels, "backend": _joined([m.backend for m in self.members]),
             "precision": _joined(["bf16" if m.dtype == torch.bfloat16 else "fp32" for m in self.members]),
             # an ensemble has no measured figure of its own (`alexnet evaluate RUN RUN ...` gives one)
             "test_top1": first.test_top1 if len(members) == 1 else None,
-            "gradcam": bool(self.explainers), "source": " + ".join(member["source"] for member in members),
+            "gradcam": bool(self.explainers), "source": " + ".join(str(m.weights) for m in self.members),
             "members": members,
         }  # fmt: skip
 
@@ -156,7 +152,7 @@ def create_app(source: Sources, *, max_batch: int = 32, max_bytes: int = MAX_BYT
     from fastapi import Request
     from fastapi.responses import HTMLResponse, JSONResponse
 
-    service = Service(load_ensemble(_listed(source), precision=precision), max_batch=max_batch)
+    service = Service(load_ensemble(listed_sources(source), precision=precision), max_batch=max_batch)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -225,6 +221,6 @@ def serve(source: Sources, *, host: str = "127.0.0.1", port: int = 8000, max_bat
     """Run the service with uvicorn until interrupted."""
     uvicorn = require("uvicorn", "serve")
     app = create_app(source, max_batch=max_batch)  # a model that cannot be served is refused before the line below
-    shown = " + ".join(map(str, _listed(source)))
+    shown = " + ".join(map(str, listed_sources(source)))
     print(f"serving {shown} on http://{host}:{port}/ (Ctrl-C stops)", file=sys.stderr, flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
