@@ -88,9 +88,10 @@ def _member(folder, seed, mean, std, *, data, image_size=28):
 
 def test_an_ensemble_exports_as_one_graph_whose_softmax_is_the_members_average(tmp_path, capsys):
     write_mnist(tmp_path / "data" / "mnist", train=30, test=20)
-    data = DataSpec("mnist", str(tmp_path / "data"))
-    # The members normalise differently: the graph must renormalise the first's input for the second.
-    a, b = _member(tmp_path / "a", 0, 0.5, 0.25, data=data), _member(tmp_path / "b", 1, 0.13, 0.31, data=data)
+    # The members normalise differently: the graph must renormalise the first's input for the second. They hold
+    # out different validation images (seeds 0 and 1), and the same test images.
+    data = [DataSpec("mnist", str(tmp_path / "data"), val_fraction=0.2, seed=seed) for seed in (0, 1)]
+    a, b = _member(tmp_path / "a", 0, 0.5, 0.25, data=data[0]), _member(tmp_path / "b", 1, 0.13, 0.31, data=data[1])
     assert main(["export", str(a), "--ensemble", str(b), "--json"]) == 0
     check = json.loads(capsys.readouterr().out)
     exported = a / "ensemble.onnx"
@@ -114,6 +115,11 @@ def test_an_ensemble_exports_as_one_graph_whose_softmax_is_the_members_average(t
     assert onnx_report["model"] == torch_report["model"] == card.model
     assert onnx_report["confusion"] == torch_report["confusion"]
     assert onnx_report["loss"] == pytest.approx(torch_report["loss"], abs=1e-5)
+    # The file knows its members' splits: validating it on images the second member trained on is refused.
+    with pytest.raises(InputError, match=rf"{exported} \(its member {b}\): trained with seed 1, not {exported}'s 0"):
+        evaluate(exported, split="val")
+    # the refusal is not a missing check for one model: the first member alone validates on its own split
+    assert evaluate(a, split="val", precision="fp32")["n"] == 10  # one of each class
 
 
 def test_an_ensemble_of_other_input_sizes_is_refused_in_one_line(tmp_path, capsys):

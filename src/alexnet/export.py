@@ -20,7 +20,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +95,10 @@ def _ensemble_card(sources: Sequence[Path | str], members: Sequence[Classifier])
                 "needs one input (alexnet evaluate RUN RUN ... takes such an ensemble)"
             )
     listed = tuple(
-        {"model": m.card.model, "model_kwargs": m.card.model_kwargs, "source": str(s), "test_top1": m.card.test_top1}
+        {"model": m.card.model, "model_kwargs": m.card.model_kwargs, "source": str(s), "test_top1": m.card.test_top1,
+         "data": asdict(m.card.data) if m.card.data is not None else None}
         for s, m in zip(sources, members, strict=True)
-    )
+    )  # fmt: skip
     name = ensemble_name([m.card.model for m in members])
     return replace(members[0].card, model=name, model_kwargs={}, test_top1=None, members=listed)
 

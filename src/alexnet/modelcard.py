@@ -69,7 +69,7 @@ class ModelCard:
     data: DataSpec | None = None  # None for a model shipped without its run
     test_top1: float | None = None  # filled in when training ends
     # an ensemble exported as one ONNX graph (`alexnet export RUN --ensemble RUN`): its members' models, builder
-    # keywords, sources and test figures; empty for one model, and then not written
+    # keywords, sources, test figures and data (a DataSpec's fields); empty for one model, and then not written
     members: tuple[dict[str, Any], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as they were
 
@@ -131,6 +131,9 @@ class ModelCard:
             members = document.pop("members", [])
             if not isinstance(members, list) or not all(isinstance(m, dict) and "model" in m for m in members):
                 raise ValueError("members must be a list of objects, each naming its model")
+            for member in members:
+                if member.get("data") is not None:
+                    DataSpec(**member["data"])  # a member's split settings, read by `alexnet evaluate`
             card = cls(
                 model=str(document.pop("model")),
                 model_kwargs=dict(document.pop("model_kwargs")),
