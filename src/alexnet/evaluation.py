@@ -116,10 +116,10 @@ def evaluate(
         if data is None:
             _same_split(trained, classifier.card.data or DataSpec(name=""), split, (str(sources[0]), str(member)))
     for member, classifier in zip(sources, classifiers, strict=True):
-        for listed in classifier.card.members:  # an ensemble exported as one graph: its own members' splits too
-            if data is None and listed.get("data") is not None:
-                where = (str(sources[0]), f"{member} (its member {listed['source']})")
-                _same_split(trained, DataSpec(**listed["data"]), split, where)
+        # an ensemble exported as one graph: its own members' splits too
+        for listed, spec in zip(classifier.card.members, classifier.card.member_data(), strict=True):
+            if data is None and spec is not None:
+                _same_split(trained, spec, split, (str(sources[0]), f"{member} (its member {listed['source']})"))
     loaded: dict[int, Dataset] = {}  # one copy of the data per storage size the members were trained at
     for classifier in classifiers:
         if classifier.storage_size not in loaded:

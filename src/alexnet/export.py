@@ -68,16 +68,15 @@ class EnsembleGraph(nn.Module):
         super().__init__()
         self.members = nn.ModuleList(m.model for m in members)
         first = members[0].card.preprocess
-        for i, member in enumerate(members):
-            # first member's (x - m1) / s1 -> this member's (x - mk) / sk: an affine map per channel
-            mean, std = torch.tensor(member.card.preprocess.mean), torch.tensor(member.card.preprocess.std)
-            scale, shift = torch.tensor(first.std) / std, (torch.tensor(first.mean) - mean) / std
-            self.register_buffer(f"scale{i}", scale.reshape(1, -1, 1, 1))
-            self.register_buffer(f"shift{i}", shift.reshape(1, -1, 1, 1))
+        # first member's (x - m1) / s1 -> member k's (x - mk) / sk: an affine map per channel, (M, 1, C, 1, 1)
+        mean = torch.tensor([m.card.preprocess.mean for m in members]).reshape(len(members), 1, -1, 1, 1)
+        std = torch.tensor([m.card.preprocess.std for m in members]).reshape(mean.shape)
+        self.register_buffer("scale", mean.new_tensor(first.std).reshape(1, -1, 1, 1) / std)
+        self.register_buffer("shift", (mean.new_tensor(first.mean).reshape(1, -1, 1, 1) - mean) / std)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         log_probabilities = [
-            F.log_softmax(model(images * getattr(self, f"scale{i}") + getattr(self, f"shift{i}")).float(), -1)
+            F.log_softmax(model(images * self.scale[i] + self.shift[i]).float(), -1)
             for i, model in enumerate(self.members)
         ]
         return torch.logsumexp(torch.stack(log_probabilities), 0) - math.log(len(self.members))

@@ -81,6 +81,10 @@ class ModelCard:
             del document["members"]
         return json.dumps(document, indent=2) + "\n"
 
+    def member_data(self) -> tuple[DataSpec | None, ...]:
+        """The data and split settings of each member of an exported ensemble (None where a member had none)."""
+        return tuple(DataSpec(**m["data"]) if m.get("data") is not None else None for m in self.members)
+
     def write(self, folder: Path) -> Path:
         """Write ``folder/model.json`` atomically; returns its path."""
         path = Path(folder) / FILE_NAME
@@ -131,9 +135,6 @@ class ModelCard:
             members = document.pop("members", [])
             if not isinstance(members, list) or not all(isinstance(m, dict) and "model" in m for m in members):
                 raise ValueError("members must be a list of objects, each naming its model")
-            for member in members:
-                if member.get("data") is not None:
-                    DataSpec(**member["data"])  # a member's split settings, read by `alexnet evaluate`
             card = cls(
                 model=str(document.pop("model")),
                 model_kwargs=dict(document.pop("model_kwargs")),
@@ -144,6 +145,7 @@ class ModelCard:
                 members=tuple(members),
                 extra=document,
             )
+            card.member_data()  # each member's split settings must read as a DataSpec
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(f"{where}: malformed ({type(error).__name__}: {error})") from None
         _check_input(card.preprocess, where)
