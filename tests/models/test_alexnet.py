@@ -233,6 +233,21 @@ def test_alexnet_cifar_fast_takes_one_block_per_width():
         get_model("alexnet_cifar_fast", widths=())
 
 
+def test_dropout_without_hidden_layers_drops_the_output_layers_input():
+    # a head of one Linear used to ignore --dropout; now it drops that Linear's input, as timm's drop_rate does
+    plain = get_model("alexnet_cifar_fast").classifier
+    assert not any(isinstance(m, nn.Dropout) for m in plain)  # dropout 0: the head and its keys as before
+    head = get_model("alexnet_cifar_fast", dropout=0.5).classifier
+    assert isinstance(head[0], nn.Dropout) and head[0].p == 0.5 and head[1].bias is None
+    torch.manual_seed(0)
+    features = torch.ones(64, 256)
+    train = head.train()(features)
+    assert not torch.equal(train[0], train[1])  # each row drops different features
+    assert torch.allclose(head.eval()(features)[0], head.eval()(features)[1])
+    vgg = get_model("vgg11", hidden=(), dropout=0.5, num_classes=3).classifier
+    assert [type(m).__name__ for m in vgg] == ["Dropout", "Linear"]
+
+
 def test_alexnet_cifar_fast_stem_stride_halves_the_stems_map():
     strided = get_model("alexnet_cifar_fast", stem_stride=2).eval()
     assert strided.features[0].stride == (2, 2) and strided.features[0].kernel_size == (2, 2)

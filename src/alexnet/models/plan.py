@@ -260,7 +260,9 @@ def mlp_head(
     """The fully connected classifier: one block per hidden width, then the output Linear.
 
     ``dropout_first`` gives AlexNet's block order (Dropout, Linear, ReLU: keys ``classifier.1/4/6``);
-    otherwise VGG's (Linear, ReLU, Dropout: keys ``classifier.0/3/6``).
+    otherwise VGG's (Linear, ReLU, Dropout: keys ``classifier.0/3/6``). With no hidden layer the dropout goes
+    right before the output layer (timm's ``drop_rate``), and only when it is above 0, so that a head of one
+    Linear keeps the key ``classifier.0``.
     """
     layers: list[Layer] = []
     width = in_features
@@ -268,5 +270,7 @@ def mlp_head(
         block = [Linear(width, out), ReLU()]
         layers += [Dropout(dropout), *block] if dropout_first else [*block, Dropout(dropout)]
         width = out
+    if not hidden and dropout > 0:
+        layers.append(Dropout(dropout))
     layers.append(Linear(width, num_classes))
     return tuple(layers)

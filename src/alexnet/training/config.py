@@ -39,7 +39,7 @@ class TrainConfig:
     image_size: int | None = None  # model input side, px; None: the model's default (small-image models: the data's)
     in_channels: int | None = None  # model input channels; None: the data's (1 for the MNIST family)
     hidden: tuple[int, ...] | None = None  # classifier hidden widths such as 4096,1024; None: the model's default
-    dropout: float = 0.5  # probability, in the classifier
+    dropout: float = 0.5  # probability, in the classifier (with no hidden layer: before the output layer)
     whiten: bool = False  # first conv's weights = whitening basis of training patches, then fixed (airbench)
     whiten_bias_epochs: float = 3.0  # with whiten: epochs the first conv's bias trains before it is fixed too
     whiten_eps: float = 5e-4  # with whiten: added to each eigenvalue (normalised pixels²); caps the gain on weak ones
