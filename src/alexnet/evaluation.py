@@ -112,14 +112,14 @@ def evaluate(
     if not name:
         raise InputError(f"{first.folder}: its model card names no dataset; pass --data")
     check_members(sources, classifiers)
-    for member, classifier in zip(sources[1:], classifiers[1:], strict=True):
-        if data is None:
+    if data is None:  # on the runs' own data every member must have held out the same images
+        for member, classifier in zip(sources[1:], classifiers[1:], strict=True):
             _same_split(trained, classifier.card.data or DataSpec(name=""), split, (str(sources[0]), str(member)))
-    for member, classifier in zip(sources, classifiers, strict=True):
-        # an ensemble exported as one graph: its own members' splits too
-        for listed, spec in zip(classifier.card.members, classifier.card.member_data(), strict=True):
-            if data is None and spec is not None:
-                _same_split(trained, spec, split, (str(sources[0]), f"{member} (its member {listed['source']})"))
+        for member, classifier in zip(sources, classifiers, strict=True):
+            # an ensemble exported as one graph: its own members' splits too
+            for listed, spec in zip(classifier.card.members, classifier.card.member_data(), strict=True):
+                if spec is not None:
+                    _same_split(trained, spec, split, (str(sources[0]), f"{member} (its member {listed['source']})"))
     loaded: dict[int, Dataset] = {}  # one copy of the data per storage size the members were trained at
     for classifier in classifiers:
         if classifier.storage_size not in loaded:
