@@ -30,7 +30,8 @@ def plot_curves(rows: Sequence[dict[str, str]], path: Path, title: str) -> None:
     def column(name: str) -> list[float]:
         return [float(r[name]) if r.get(name) not in (None, "", "nan") else math.nan for r in rows]
 
-    figure, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    # constrained layout: the accuracy label, wide percent ticks beside it, stays clear of the loss panel
+    figure, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     for ax, metric, label in ((loss_ax, "loss", "loss"), (acc_ax, "acc", "accuracy")):
         ax.plot(epochs, column(f"train_{metric}"), "o-", label="train", color="tab:blue")
         val = column(f"val_{metric}")
