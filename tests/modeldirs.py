@@ -36,13 +36,22 @@ def biased_model(top: int, second: int) -> tuple[torch.nn.Module, torch.Tensor]:
     return model, logits
 
 
-def write_model_dir(folder: Path, model: torch.nn.Module | None = None, *, data: str | DataSpec = "mnist") -> Path:
-    """A model directory as `alexnet train` exports it, for 28-px grey MNIST-format data."""
+def write_model_dir(
+    folder: Path,
+    model: torch.nn.Module | None = None,
+    *,
+    data: str | DataSpec = "mnist",
+    augmented: tuple[str, ...] | None = None,
+) -> Path:
+    """A model directory as `alexnet train` exports it, for 28-px grey MNIST-format data (``augmented``: what
+    its training did to the images, as the card records it)."""
     card = ModelCard(
         model="alexnet_cifar",
         model_kwargs=KWARGS,
         classes=tuple(MNIST_CLASSES),
-        preprocess=InputSpec(image_size=28, channels=1, mean=(0.5,), std=(0.25,), storage_size=28, padding=2),
+        preprocess=InputSpec(
+            image_size=28, channels=1, mean=(0.5,), std=(0.25,), storage_size=28, padding=2, augmented=augmented
+        ),
         data=DataSpec(data) if isinstance(data, str) else data,
     )
     save_model_dir(model if model is not None else constant_model(), folder, card)

@@ -2,6 +2,9 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+from PIL import Image
+
 from alexnet.cli import main
 
 
@@ -132,6 +135,27 @@ def test_evaluate_prints_one_json_object_and_exits_2_on_bad_input(tmp_path, caps
     ensemble = json.loads(capsys.readouterr().out)
     assert ensemble["model"] == "ensemble of 2 (alexnet_cifar, alexnet_cifar)"
     assert [m["source"] for m in ensemble["members"]] == [str(model_dir), str(other)]
+
+
+def test_test_views_that_training_never_showed_the_model_are_noted(tmp_path, capsys):
+    from fileformats import write_mnist
+    from modeldirs import write_model_dir
+
+    write_mnist(tmp_path / "data" / "mnist", train=10, test=10)
+    root = tmp_path / "data"
+    still = write_model_dir(tmp_path / "still", augmented=("mirrors",))  # flips, no translations
+    assert main(["evaluate", str(still), "--root", str(root), "--tta", "flip-translate", "--json"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"note: {still}: test views 'flip-translate' hold shifts, which training never showed this model and "
+        "which usually cost accuracy; 'flip' matches its training"
+    ]
+    image = tmp_path / "digit.png"
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(image)
+    assert main(["predict", str(still), str(image), "--tta", "ten-crop"]) == 0  # padding 2: ten crops shift
+    assert "test views 'ten-crop' hold shifts" in capsys.readouterr().err
+    for run, tta in ((still, "flip"), (write_model_dir(tmp_path / "unrecorded"), "flip-translate")):
+        assert main(["evaluate", str(run), "--root", str(root), "--tta", tta, "--json"]) == 0
+        assert capsys.readouterr().err == ""
 
 
 def test_evaluate_and_predict_are_api_functions():

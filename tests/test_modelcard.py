@@ -10,7 +10,9 @@ CARD = ModelCard(
     model="alexnet_cifar",
     model_kwargs={"num_classes": 2, "in_channels": 1, "hidden": [16]},
     classes=("cat", "dog"),
-    preprocess=InputSpec(image_size=28, channels=1, mean=(0.5,), std=(0.25,), storage_size=32, padding=2),
+    preprocess=InputSpec(
+        image_size=28, channels=1, mean=(0.5,), std=(0.25,), storage_size=32, padding=2, augmented=("mirrors", "shifts")
+    ),
     data=DataSpec("folder:pets", "/data", train_fraction=0.5, val_fraction=0.1, seed=3),
 )
 
@@ -38,6 +40,7 @@ def test_format_1_files_still_read(tmp_path):
     )
     card = ModelCard.read(tmp_path)
     assert card.data == DataSpec("cifar10") and card.preprocess.storage_size == 224 and card.test_top1 == 0.5
+    assert card.preprocess.augmented is None  # not recorded: test views are not checked against it
 
 
 def test_format_2_cards_held_a_folders_test_split_out_with_the_runs_seed(tmp_path):
@@ -100,6 +103,10 @@ def test_no_card_names_the_folder(tmp_path):
         ({"image_size": 28, "channels": 3, "mean": [0.5], "std": [0.2]}, "one mean and one std each"),
         ({"image_size": 28, "channels": 1, "mean": [0.5], "std": [0]}, "std must be positive"),
         ({"image_size": "big", "channels": 1, "mean": [0.5], "std": [0.2]}, "malformed"),
+        (
+            {"image_size": 28, "channels": 1, "mean": [0.5], "std": [0.2], "augmented": "mirrors"},
+            "preprocess.augmented must be a list",
+        ),
     ],
 )
 def test_absurd_sizes_and_wrong_types_are_refused(tmp_path, preprocess, message):

@@ -29,6 +29,7 @@ from alexnet.inference import (
     ensemble_name,
     listed_sources,
     load_classifier,
+    note_unseen_views,
     shown_classes,
 )
 from alexnet.metrics import classification_report
@@ -112,6 +113,8 @@ def evaluate(
     if not name:
         raise InputError(f"{first.folder}: its model card names no dataset; pass --data")
     check_members(sources, classifiers)
+    for classifier in classifiers:
+        note_unseen_views(classifier, tta)
     if data is None:  # on the runs' own data every member must have held out the same images
         for member, classifier in zip(sources[1:], classifiers[1:], strict=True):
             _same_split(trained, classifier.card.data or DataSpec(name=""), split, (str(sources[0]), str(member)))

@@ -7,6 +7,7 @@ No pickle and no training code state is ever loaded.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ from alexnet.modeldir import load_model_dir, model_from_card, read_torch_weights
 from alexnet.runtime import resolve_precision
 
 Sources = Path | str | Sequence[Path | str]  # one model, or an ensemble's members
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,17 @@ def check_members(sources: Sequence[Path | str], classifiers: Sequence[Classifie
                 f"{source}: its {len(classifier.classes)} classes {shown_classes(classifier.classes)} are not "
                 f"{sources[0]}'s {len(first.classes)} {shown_classes(first.classes)}"
             )
+
+
+def note_unseen_views(classifier: Classifier | Ensemble, tta: str) -> None:
+    """Logs a line for each model that ``tta``'s test views show what its training never did
+    (``Preprocess.unseen_views``): mirrors to a model trained without flips, shifts to one trained without
+    translations."""
+    for member in classifier.members if isinstance(classifier, Ensemble) else (classifier,):
+        trained = member.card.preprocess.augmented
+        note = None if trained is None else member.preprocess.unseen_views(tta, member.storage_size, trained)
+        if note:
+            log.warning("note: %s: %s", member.folder, note)
 
 
 def listed_sources(source: Sources) -> list[Path | str]:

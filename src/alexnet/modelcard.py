@@ -34,6 +34,9 @@ class InputSpec:
     std: tuple[float, ...]
     storage_size: int  # side images are stored at before the crop, px (decoded files too)
     padding: int = 0  # px of zero padding training crops saw; evaluation pads and centre-crops the same way
+    # what training did to the images that test views can repeat ("mirrors", "shifts"); views doing more are
+    # reported (Preprocess.unseen_views). None: not recorded (cards written before 2026-12-05)
+    augmented: tuple[str, ...] | None = None
 
 
 def _check_input(spec: InputSpec, where: str) -> None:
@@ -125,10 +128,13 @@ class ModelCard:
             if isinstance(data, dict) and version < 3:  # the run's seed drew its folder's test split
                 data = {"test_seed": data.get("seed", 0), **data}
             p = document.pop("preprocess")
+            if p.get("augmented") is not None and not isinstance(p["augmented"], list):
+                raise ValueError("preprocess.augmented must be a list of what training did to the images")
             preprocess = InputSpec(
                 image_size=int(p["image_size"]), channels=int(p["channels"]),
                 mean=tuple(float(m) for m in p["mean"]), std=tuple(float(s) for s in p["std"]),
                 storage_size=int(p.get("storage_size", p["image_size"])), padding=int(p.get("padding", 0)),
+                augmented=None if p.get("augmented") is None else tuple(str(a) for a in p["augmented"]),
             )  # fmt: skip
             if not isinstance(document["model_kwargs"], dict) or not document["classes"]:
                 raise ValueError("model_kwargs must be a mapping and classes a non-empty list")

@@ -16,7 +16,7 @@ import torch
 from alexnet.data.decode import decode_image
 from alexnet.data.folder import IMAGE_SUFFIXES, list_images
 from alexnet.errors import InputError, first_line
-from alexnet.inference import Classifier, Ensemble, Sources, listed_sources, load_ensemble
+from alexnet.inference import Classifier, Ensemble, Sources, listed_sources, load_ensemble, note_unseen_views
 from alexnet.tta import check_tta
 
 
@@ -69,6 +69,7 @@ def iter_predictions(
         raise InputError(f"--top-k must be positive, not {top_k}")
     if batch_size < 1:
         raise InputError(f"--batch-size must be positive, not {batch_size}")
+    note_unseen_views(classifier, tta)
     k = min(top_k, len(classifier.classes))
     entries = collect_images(inputs)
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -13,6 +13,7 @@ from alexnet.data.augment import (
     random_resized_crop,
     ten_crops,
 )
+from alexnet.tta import TTA_MODES
 
 
 def _gen(seed=0):
@@ -256,3 +257,58 @@ def test_mix_with_both_on_picks_one_per_batch_and_repeats_given_the_generator():
         again, again_targets = mix(images.clone(), labels, 4, _gen(seed), mixup=0.4, cutmix=1.0)
         assert torch.equal(again, out) and torch.equal(again_targets, targets)
     assert kinds == {"mixup", "cutmix"}
+
+
+def _changes(batches: list[torch.Tensor], plain: torch.Tensor) -> set[str]:
+    """What each batch of views does to the centre views ``plain``: mirrors them, or anything else ("shifts")."""
+    found = set()
+    for views in batches:
+        for view, centre in zip(views, plain, strict=True):
+            if torch.equal(view, centre.flip(-1)) and not torch.equal(view, centre):
+                found.add("mirrors")
+            elif not torch.equal(view, centre):
+                found.add("shifts")
+    return found
+
+
+@pytest.mark.parametrize(
+    ("stored", "options", "expected"),
+    [
+        (8, {"padding": 0}, {"mirrors"}),
+        (8, {"padding": 2, "flip": False}, {"shifts"}),
+        (10, {"padding": 0}, {"mirrors", "shifts"}),  # a random 8 of 10
+        (8, {"crop": "none", "flip": False}, set()),
+        (8, {"crop": "resized", "flip": False}, {"shifts"}),
+        (8, {"padding": 0, "flip": False, "trivial_augment": True}, {"shifts"}),
+    ],
+)
+def test_train_changes_say_what_training_views_do(stored, options, expected):
+    preprocess = Preprocess(image_size=8, channels=3, mean=(0.5,) * 3, std=(0.25,) * 3, **options)
+    images = _images(n=16, size=stored)
+    drawn = [preprocess.train(images, _gen(seed)) for seed in range(4)]
+    assert _changes(drawn, preprocess.evaluate(images)[0]) == expected
+    assert set(preprocess.train_changes(stored)) == expected
+
+
+@pytest.mark.parametrize("stored", [8, 10])
+@pytest.mark.parametrize("padding", [0, 1])
+@pytest.mark.parametrize("tta", ["none", "flip", "flip-translate", "ten-crop"])
+def test_view_changes_say_what_test_views_do(stored, padding, tta):
+    preprocess = Preprocess(image_size=8, channels=3, mean=(0.5,) * 3, std=(0.25,) * 3, padding=padding)
+    images = _images(n=4, size=stored)
+    views = preprocess.evaluate(images, tta)
+    centre = views[4] if tta == "ten-crop" else views[0]
+    assert _changes(list(views), centre) == set(preprocess.view_changes(tta, stored))
+
+
+def test_unseen_views_name_what_training_never_did_and_the_views_that_match():
+    still = Preprocess(image_size=28, channels=1, mean=(0.5,), std=(0.25,), padding=0)
+    note = still.unseen_views("flip-translate", 28, still.train_changes(28))
+    assert note is not None and "hold shifts," in note and "'flip' matches" in note
+    assert still.unseen_views("flip", 28, still.train_changes(28)) is None
+    assert still.unseen_views("ten-crop", 28, still.train_changes(28)) is None  # no room: ten equal crops
+    unflipped = Preprocess(image_size=28, channels=1, mean=(0.5,), std=(0.25,), padding=2, flip=False)
+    note = unflipped.unseen_views("flip-translate", 28, unflipped.train_changes(28))
+    assert note is not None and "hold mirrors," in note and "'none' matches" in note
+    moved = Preprocess(image_size=28, channels=1, mean=(0.5,), std=(0.25,), padding=2)
+    assert all(moved.unseen_views(tta, 28, moved.train_changes(28)) is None for tta in TTA_MODES)

@@ -8,6 +8,8 @@ import pytest
 from PIL import Image
 
 from alexnet.data.mnist import system_copy
+from alexnet.inference import preprocess_from_card
+from alexnet.modelcard import ModelCard
 from alexnet.training.config import read_recipe, recipe_names, resolve_config
 
 from fileformats import write_cifar10, write_learnable_mnist
@@ -87,6 +89,10 @@ def test_recipe_takes_a_training_step(tmp_path, name, monkeypatch):
     report = train(config, out=tmp_path / "run", callbacks=[_OneStep()])
     assert report["epochs"] == 1 and report["test_images"] > 0
     assert (tmp_path / "run" / "model.safetensors").exists()
+    card = ModelCard.read(tmp_path / "run")  # its test views do only what its training did
+    inputs = card.preprocess
+    note = preprocess_from_card(card).unseen_views(config.tta, inputs.storage_size, inputs.augmented)
+    assert note is None, note
 
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"

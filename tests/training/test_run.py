@@ -83,6 +83,17 @@ def test_train_writes_the_whole_run_directory(tmp_path, data_root):
     assert main(["train", "--config", str(run / "config.yaml"), "--epochs", "1", "--out", str(tmp_path / "again")]) == 0
 
 
+def test_a_run_records_what_training_did_and_notes_test_views_it_never_did(tmp_path, data_root, capsys):
+    run = tmp_path / "still"
+    assert _train(tmp_path, data_root, run, "--padding", "0", "--no-flip", "--tta", "flip", epochs=1) == 0
+    assert json.loads((run / "model.json").read_text())["preprocess"]["augmented"] == []
+    assert "note: tta: test views 'flip' hold mirrors, which training never showed" in capsys.readouterr().err
+    moved = tmp_path / "moved"
+    assert _train(tmp_path, data_root, moved, "--padding", "2", "--tta", "flip-translate", epochs=1) == 0
+    assert json.loads((moved / "model.json").read_text())["preprocess"]["augmented"] == ["mirrors", "shifts"]
+    assert "note:" not in capsys.readouterr().err
+
+
 def test_same_seed_same_metrics(tmp_path, data_root):
     assert _train(tmp_path, data_root, tmp_path / "a") == 0
     assert _train(tmp_path, data_root, tmp_path / "b") == 0

@@ -172,6 +172,10 @@ def prepare(
     loaded = load_weights(model, pretrained.state, pretrained.source, new_head=True) if pretrained else None
     inputs = _input_spec(config, dataset, image_size, in_channels, pretrained)
     preprocess = _preprocess(config, inputs)
+    inputs = replace(inputs, augmented=preprocess.train_changes(stored_side))
+    note = preprocess.unseen_views(config.tta, stored_side, inputs.augmented)
+    if note and layout.is_zero:
+        log.warning("note: tta: %s", note)
     _whiten(model, config, preprocess, dataset.train.images)
     if resume is not None:
         _check_resumable(model, resume / "checkpoints" / "last.ckpt")
