@@ -82,6 +82,10 @@ def test_unknown_keys_are_kept_when_the_card_is_written_again(tmp_path):
             json.dumps({"model": "a", "model_kwargs": {}, "classes": [], "preprocess": {"channels": 1}}),
             "model.json: malformed",
         ),
+        (
+            json.dumps({"model": "a", "model_kwargs": {}, "classes": ["a", "b"], "preprocess": [28]}),
+            "preprocess must be an object, not list",
+        ),
     ],
 )
 def test_bad_cards_are_one_line_input_errors(tmp_path, text, message):

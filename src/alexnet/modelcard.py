@@ -128,6 +128,8 @@ class ModelCard:
             if isinstance(data, dict) and version < 3:  # the run's seed drew its folder's test split
                 data = {"test_seed": data.get("seed", 0), **data}
             p = document.pop("preprocess")
+            if not isinstance(p, dict):
+                raise ValueError(f"preprocess must be an object, not {type(p).__name__}")
             if p.get("augmented") is not None and not isinstance(p["augmented"], list):
                 raise ValueError("preprocess.augmented must be a list of what training did to the images")
             preprocess = InputSpec(
