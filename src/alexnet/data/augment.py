@@ -314,18 +314,22 @@ class Preprocess:
         pixels = (inputs.float() * std + mean).clamp(0, 1)
         return pixels.expand(-1, 3, -1, -1) if pixels.shape[1] == 1 else pixels
 
+    def _room(self, stored_side: int) -> bool:
+        """Whether an input-sized crop can move about the centre of an image stored at ``stored_side`` px: it
+        is padded, or larger than the input."""
+        return self.padding > 0 or stored_side > self.image_size
+
     def train_changes(self, stored_side: int) -> tuple[str, ...]:
         """What training does to images stored at ``stored_side`` px that test views can repeat: ``"mirrors"``
         (flips) and ``"shifts"`` (padded or larger-than-input crops, random-resized crops, TrivialAugment)."""
-        moved = self.crop == "pad" and (self.padding > 0 or stored_side > self.image_size)
+        moved = self.crop == "pad" and self._room(stored_side)
         shifts = moved or self.crop == "resized" or self.trivial_augment
         return ("mirrors",) * self.flip + ("shifts",) * shifts
 
     def view_changes(self, tta: str, stored_side: int) -> tuple[str, ...]:
         """What ``evaluate``'s views for ``tta`` do to images stored at ``stored_side`` px besides the centre
         crop: ``"mirrors"``, ``"shifts"`` (ten crops shift only when there is room about the centre)."""
-        room = self.padding > 0 or stored_side > self.image_size
-        shifts = tta == "flip-translate" or (tta == "ten-crop" and room)
+        shifts = tta == "flip-translate" or (tta == "ten-crop" and self._room(stored_side))
         return ("mirrors",) * (tta != "none") + ("shifts",) * shifts
 
     def unseen_views(self, tta: str, stored_side: int, trained: Sequence[str]) -> str | None:
