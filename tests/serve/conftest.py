@@ -4,7 +4,7 @@ import subprocess
 import sys
 import time
 
-import httpx
+import httpx2
 import pytest
 
 
@@ -31,9 +31,9 @@ def server():
         while True:
             assert process.poll() is None, process.stdout.read()
             try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
                     return url, process
-            except httpx.TransportError:
+            except httpx2.TransportError:
                 pass
             assert time.monotonic() < deadline, "the server did not answer in 60 s"
             time.sleep(0.2)

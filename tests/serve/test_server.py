@@ -4,7 +4,7 @@ import asyncio
 import shutil
 import time
 
-import httpx
+import httpx2
 import numpy as np
 import pytest
 from PIL import Image
@@ -24,7 +24,7 @@ def test_the_page_shows_the_predicted_class_of_an_uploaded_image(tmp_path, serve
     url, _ = server(write_model_dir(tmp_path / "model"))
     photo = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(photo)
-    expected = httpx.post(f"{url}/predict", content=photo.read_bytes(), headers={"Content-Type": "image/png"}).json()
+    expected = httpx2.post(f"{url}/predict", content=photo.read_bytes(), headers={"Content-Type": "image/png"}).json()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page()
@@ -50,7 +50,7 @@ async def _load(url: str, body: bytes, requests: int, concurrency: int) -> tuple
     queue = asyncio.Queue()
     for _ in range(requests):
         queue.put_nowait(None)
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx2.AsyncClient(timeout=60) as client:
 
         async def worker():
             while not queue.empty():
@@ -74,5 +74,5 @@ def test_500_requests_at_concurrency_16_without_errors_and_with_steady_memory(tm
     after = _rss_mib(process.pid)
     assert statuses == [200] * 500
     assert after - before < 50, (before, after)  # steady: no growth per request
-    health = httpx.get(f"{url}/healthz").json()
+    health = httpx2.get(f"{url}/healthz").json()
     assert health["requests"] == 600 and health["batches"] < 600  # requests were batched
