@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
+import httpx2
 import numpy as np
 import torch
 from PIL import Image
@@ -47,7 +47,7 @@ def _rss_mib(pid: int) -> float:
 async def _load(url: str, body: bytes, requests: int, concurrency: int) -> tuple[list[float], int]:
     latencies, errors = [], 0
     remaining = iter(range(requests))
-    async with httpx.AsyncClient(timeout=120) as client:
+    async with httpx2.AsyncClient(timeout=120) as client:
 
         async def worker() -> None:
             nonlocal errors
@@ -71,9 +71,9 @@ def run(source: Path, name: str, requests: int, concurrency: int, size: int) -> 
     try:
         for _ in range(300):
             try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
-            except httpx.TransportError:
+            except httpx2.TransportError:
                 time.sleep(0.2)
         png = io.BytesIO()
         Image.fromarray(np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)).save(png, "PNG")
@@ -84,7 +84,7 @@ def run(source: Path, name: str, requests: int, concurrency: int, size: int) -> 
         latencies, errors = asyncio.run(_load(url, body, requests, concurrency))
         seconds = time.perf_counter() - start
         after = _rss_mib(server.pid)
-        health = httpx.get(f"{url}/healthz").json()
+        health = httpx2.get(f"{url}/healthz").json()
     finally:
         server.terminate()
         server.wait(timeout=30)
