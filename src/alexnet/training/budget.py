@@ -1,10 +1,10 @@
 """``time_budget``: a recipe's schedule fitted into the minutes a user gives, on the machine at hand.
 
 Machines of one kind differ in speed by 1.5x, and a CPU without fast bf16 trains about 3x slower than one
-with it (``cifar10-small``'s network: 157 images/s in fp32 on an AVX2-only EPYC, 385-509 in bf16 on an AMX
-Xeon), so a recipe's epochs, tuned where it was measured, can overrun a user's time several times over. With a
-budget, a short probe times the run's own training steps and validation pass (a copy of its model, its
-data, batch, precision and augmentation, in the engine that trains it), and the run trains the epochs that
+with it (``cifar10-small``'s network at width 64-256-256: 157 images/s in fp32 on an AVX2-only EPYC, 385-509
+in bf16 on an AMX Xeon), so a recipe's epochs, tuned where it was measured, can overrun a user's time several
+times over. With a budget, a short probe times the run's own training steps and validation pass (a copy of its
+model, its data, batch, precision and augmentation, in the engine that trains it), and the run trains the epochs that
 fit: never more than the recipe's, and at least one. The schedule keeps its shape (``scale_schedule``):
 warm-up and the other epoch counts shrink with the epochs, so the learning rate still warms up and decays to
 its end. The epochs chosen are stored in the run's ``config.yaml``; from there on the run is an ordinary
