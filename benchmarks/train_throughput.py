@@ -11,7 +11,8 @@ precision, which this benchmark measures first. One JSON line per result. The 20
 (`alexnet_paper`: with two towers it has the MACs of `alexnet`, with one 1.4x) has its engine speed also
 given as a fraction of `alexnet`'s (`x_alexnet`, measured in the same run), the cost of its LRN and towers,
 and again from bare loops of the two run alternately (``paired``), the figure to trust on a machine whose
-speed drifts.
+speed drifts; a third paired row runs `alexnet_paper` with its LRN layers replaced by identities (a
+diagnostic, not a model), which splits what is left between LRN and the rest (conv1's 96 maps, the towers).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from alexnet.data import BatchLoader, ImageSet, Preprocess
 from alexnet.models import get_architecture, get_model
+from alexnet.models.layers import LocalResponseNorm
 from alexnet.models.summary import summarize
 from alexnet.runtime import tune_allocator
 from alexnet.training.config import TrainConfig
@@ -82,9 +85,15 @@ def bare_loop(name: str, options: dict, size: int, batch: int, steps: int) -> li
     return measure(_bare_epoch(name, options, size, batch, steps), items=batch * steps, warmup=1, repeats=3)
 
 
-def _bare_epoch(name: str, options: dict, size: int, batch: int, steps: int) -> Callable[[], None]:
-    """``steps`` training steps of ``bare_loop`` (model, optimiser and data built once, here)."""
-    model = get_model(name, num_classes=10, **options).to(memory_format=torch.channels_last)
+def _bare_epoch(
+    name: str, options: dict, size: int, batch: int, steps: int, without_lrn: bool = False
+) -> Callable[[], None]:
+    """``steps`` training steps of ``bare_loop`` (model, optimiser and data built once, here); ``without_lrn``
+    replaces every LRN layer by an identity."""
+    model = get_model(name, num_classes=10, **options)
+    if without_lrn and not _replace_lrn(model):
+        raise ValueError(f"{name} has no LRN layer to replace")
+    model = model.to(memory_format=torch.channels_last)
     optimiser = build_optimizer(model, TrainConfig(model=name, lr=0.01))  # the engine's optimiser, step for step
     prep = Preprocess(image_size=size, channels=3, mean=MEAN, std=STD, padding=4)
     loader = BatchLoader(_data(batch * (steps + 2)), batch, shuffle=True, drop_last=True)
@@ -104,12 +113,24 @@ def _bare_epoch(name: str, options: dict, size: int, batch: int, steps: int) -> 
     return epoch
 
 
-def paired(reference: str, case: str, steps: int, rounds: int) -> list[float]:
+def _replace_lrn(model: nn.Module) -> int:
+    """Replace every LRN layer of ``model`` by an identity; return how many there were."""
+    found = [(parent, child_name) for parent in model.modules() for child_name, child in parent.named_children()
+             if isinstance(child, LocalResponseNorm)]  # fmt: skip
+    for parent, child_name in found:
+        setattr(parent, child_name, nn.Identity())
+    return len(found)
+
+
+def paired(reference: str, case: str, steps: int, rounds: int, without_lrn: bool = False) -> list[float]:
     """``case``'s images/s as a fraction of ``reference``'s, one value per round of bare loops in the order
     reference, case, case, reference: a shared machine's speed drifts by 1.5x within minutes (one run of
     this benchmark measured `alexnet_paper`'s engine at 1.09x `alexnet`'s, minutes apart), and the
-    symmetric order puts a steady drift on both sides of the ratio alike."""
-    loops = [_bare_epoch(*CASES[c][:3], _batch(c), steps) for c in (reference, case)]  # name, options, size
+    symmetric order puts a steady drift on both sides of the ratio alike. ``without_lrn``: the case's LRN
+    layers replaced by identities."""
+    loops = [
+        _bare_epoch(*CASES[c][:3], _batch(c), steps, without_lrn=without_lrn and c == case) for c in (reference, case)
+    ]  # name, options, size
     for loop in loops:
         loop()  # warm-up
     ratios = []
@@ -203,12 +224,19 @@ def main() -> None:
             train_gflop_per_image=round(train_flops / 1e9, 3),
         )
         if case in paired_with:  # quick mode pairs alexnet_cifar with a second copy of itself: a ratio near 1
-            reference = paired_with[case]
-            rounds = paired(reference, case, args.steps, rounds=1 if args.quick else 3)
-            report(
-                f"{case} against {reference}: bare loops alternating (reference, case, case, reference) x "
-                f"{len(rounds)}", rounds, unit=f"x {reference} images/s", digits=2,
-            )  # fmt: skip
+            report_paired(paired_with[case], case, args.steps, rounds=1 if args.quick else 3)
+        if case == "alexnet_paper":
+            report_paired(paired_with[case], case, args.steps, rounds=3, without_lrn=True)
+    if args.quick:  # the diagnostic's code path, one round of one step at batch 16
+        report_paired("alexnet", "alexnet_paper", steps=1, rounds=1, without_lrn=True)
+
+
+def report_paired(reference: str, case: str, steps: int, rounds: int, without_lrn: bool = False) -> None:
+    ratios = paired(reference, case, steps, rounds, without_lrn)
+    report(
+        f"{case}{' without LRN (diagnostic)' if without_lrn else ''} against {reference}: bare loops alternating "
+        f"(reference, case, case, reference) x {len(ratios)}", ratios, unit=f"x {reference} images/s", digits=2,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
