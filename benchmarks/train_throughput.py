@@ -232,6 +232,7 @@ def main() -> None:
 
 
 def report_paired(reference: str, case: str, steps: int, rounds: int, without_lrn: bool = False) -> None:
+    """One JSON line: ``paired``'s ratios, their mean and spread."""
     ratios = paired(reference, case, steps, rounds, without_lrn)
     report(
         f"{case}{' without LRN (diagnostic)' if without_lrn else ''} against {reference}: bare loops alternating "

@@ -77,6 +77,10 @@ def test_train_throughput_quick_pairs_two_copies_of_one_network_near_one(quick):
     paired = [line for line in lines if line["benchmark"].startswith("alexnet_cifar against alexnet_cifar")]
     assert len(paired) == 1 and paired[0]["unit"] == "x alexnet_cifar images/s"
     assert 0.5 < paired[0]["mean"] < 2.0  # the same loop twice, timed alternately
-    # the diagnostic pair: alexnet_paper with its LRN layers replaced (the script fails where it finds none)
+
+
+def test_train_throughput_quick_runs_the_diagnostic_without_lrn(quick):
+    lines = quick("train_throughput.py")
+    # alexnet_paper with its LRN layers replaced by identities (the script stops where it finds none to replace)
     (diagnostic,) = [line for line in lines if line["benchmark"].startswith("alexnet_paper without LRN (diagnostic)")]
     assert diagnostic["unit"] == "x alexnet images/s" and diagnostic["mean"] > 0
