@@ -3,7 +3,8 @@
 Writes beside the run (or model directory): ``eval-<split>-<tta>.json`` (what ``--json`` prints),
 ``confusion-<split>-<tta>.csv`` and ``confusion-<split>-<tta>.png``, each atomically. Several runs make an
 ensemble: their class probabilities are averaged, and the files are named ``eval-ensemble-<split>-<tta>``
-beside the first.
+beside the first; an ensemble trained in one command (its run directory given) writes ``eval-<split>-<tta>``
+into its own run directory.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from alexnet.inference import (
     Classifier,
     Sources,
     check_members,
+    ensemble_dir,
     ensemble_name,
     listed_sources,
     load_classifier,
@@ -37,6 +40,8 @@ from alexnet.modelcard import DataSpec
 from alexnet.tta import check_tta
 
 SPLITS = ("test", "val", "train")
+
+log = logging.getLogger(__name__)
 
 
 def _classes_match(model: tuple[str, ...], data: tuple[str, ...], name: str) -> None:
@@ -79,6 +84,24 @@ def _same_split(first: DataSpec, member: DataSpec, split: str, sources: tuple[st
             )
 
 
+def _training_images(spec: DataSpec) -> tuple:
+    """What draws the images a model trained on (the seed only where it drew a split)."""
+    drawn = spec.val_fraction > 0 or spec.train_fraction < 1
+    return spec.name, spec.root, spec.train_fraction, spec.val_fraction, spec.seed if drawn else None
+
+
+def _note_trained_apart(specs: list[DataSpec]) -> None:
+    """Says when an ensemble's members trained on different images (splits drawn with different seeds): the
+    ensemble then learnt from more images than any one member, which its figure does not show."""
+    if len({_training_images(spec) for spec in specs}) > 1:
+        log.warning(
+            "note: the members trained on different images (their splits drawn with seeds %s): together they saw "
+            "more than any one of them; for an ensemble of one training set give them one --split-seed, or train "
+            "them with --members",
+            ", ".join(str(spec.seed) for spec in specs),
+        )
+
+
 def evaluate(
     source: Sources,
     *,
@@ -118,6 +141,7 @@ def evaluate(
     if data is None:  # on the runs' own data every member must have held out the same images
         for member, classifier in zip(sources[1:], classifiers[1:], strict=True):
             _same_split(trained, classifier.card.data or DataSpec(name=""), split, (str(sources[0]), str(member)))
+        _note_trained_apart([c.card.data for c in classifiers if c.card.data is not None])
         for member, classifier in zip(sources, classifiers, strict=True):
             # an ensemble exported as one graph: its own members' splits too
             for listed, spec in zip(classifier.card.members, classifier.card.member_data(), strict=True):
@@ -164,21 +188,28 @@ def evaluate(
         "classes": list(first.classes),
     }  # fmt: skip
     if write:
-        report["outputs"] = _write_outputs(report, first)
+        report["outputs"] = _write_outputs(report, first, ensemble_dir(source))
     return report
 
 
-def _write_outputs(report: dict[str, Any], classifier: Classifier) -> dict[str, str]:
-    from alexnet.plots import plot_confusion  # matplotlib: only when files are written
-
-    folder = classifier.folder
+def _write_outputs(report: dict[str, Any], classifier: Classifier, home: Path | None) -> dict[str, str]:
+    """The files beside the (first) model; ``home``: an ensemble run directory, whose own files they are."""
     stem = f"{report['split']}-{report['tta']}"
+    if home is not None:
+        return _write_files(report, home, stem)  # the ensemble's own run directory: named as one run's files
     if "members" in report:
         stem = f"ensemble-{stem}"  # beside its first member's own report
     elif classifier.weights.suffix == ".ckpt":
         stem = f"{classifier.weights.stem}-{stem}"  # best.ckpt and last.ckpt reports side by side
     elif classifier.weights.suffix == ".onnx":
         stem = f"{classifier.weights.stem}-onnx-{stem}"  # beside the PyTorch weights' own report
+    return _write_files(report, classifier.folder, stem)
+
+
+def _write_files(report: dict[str, Any], folder: Path, stem: str) -> dict[str, str]:
+    """``eval-<stem>.json``, ``confusion-<stem>.csv`` and ``confusion-<stem>.png`` in ``folder``."""
+    from alexnet.plots import plot_confusion  # matplotlib: only when files are written
+
     paths = {
         "report": folder / f"eval-{stem}.json",
         "confusion_csv": folder / f"confusion-{stem}.csv",

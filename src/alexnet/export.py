@@ -32,7 +32,15 @@ from torch import nn
 from alexnet.atomic import atomic_path, write_text
 from alexnet.errors import InputError
 from alexnet.extras import require
-from alexnet.inference import Classifier, Ensemble, Sources, ensemble_name, listed_sources, load_ensemble
+from alexnet.inference import (
+    Classifier,
+    Ensemble,
+    Sources,
+    ensemble_dir,
+    ensemble_name,
+    listed_sources,
+    load_ensemble,
+)
 from alexnet.modelcard import ModelCard
 from alexnet.onnxmodel import CARD_KEY
 
@@ -106,7 +114,8 @@ def export_onnx(
     source: Sources, out: Path | str | None = None, *, opset: int = DEFAULT_OPSET, check_images: int = 64
 ) -> dict[str, Any]:
     """Export the model of a run, checkpoint or model directory to ONNX (default ``<folder>/model.onnx``), or
-    several as one ensemble graph (default ``<first folder>/ensemble.onnx``), check it against PyTorch, and return
+    several as one ensemble graph (default ``<first folder>/ensemble.onnx``; an ensemble run directory's
+    ``model.onnx`` for one given as its run directory), check it against PyTorch, and return
     the check's figures (also written to ``<out>.check.json``).
 
     Raises ``InputError`` when onnxruntime's logits differ from PyTorch's by more than ``MAX_LOGIT_DIFF``
@@ -128,7 +137,10 @@ def export_onnx(
     else:
         model, card = EnsembleGraph(members).eval(), _ensemble_card(sources, members)
     first = members[0]
-    out = Path(out) if out is not None else first.folder / ("model.onnx" if len(members) == 1 else "ensemble.onnx")
+    home = ensemble_dir(source)
+    if out is None:
+        out = home / "model.onnx" if home else first.folder / ("model.onnx" if len(members) == 1 else "ensemble.onnx")
+    out = Path(out)
     p = card.preprocess
     example = torch.zeros(2, p.channels, p.image_size, p.image_size)
     # The exporter warns that torchvision's detection ops cannot be registered: we use none of them.

@@ -2,7 +2,8 @@
 
 Sources: a run directory or an exported model directory (``model.safetensors`` + ``model.json``), or a
 Lightning checkpoint (``checkpoints/best.ckpt``) inside a run directory, read with ``weights_only=True``.
-No pickle and no training code state is ever loaded.
+No pickle and no training code state is ever loaded. An ensemble's sources are several of these, or the run
+directory of an ensemble trained in one command (``--members N``), which stands for its members.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from alexnet.data.augment import Preprocess
 from alexnet.errors import InputError
 from alexnet.modelcard import FILE_NAME as CARD_FILE
 from alexnet.modelcard import ModelCard
-from alexnet.modeldir import load_model_dir, model_from_card, read_torch_weights
+from alexnet.modeldir import ensemble_members, load_model_dir, model_from_card, read_torch_weights
 from alexnet.runtime import resolve_precision
 
 Sources = Path | str | Sequence[Path | str]  # one model, or an ensemble's members
@@ -89,6 +90,11 @@ def _load_onnx(path: Path, *, precision: str, compile: bool) -> Classifier:
 def _resolve(source: Path) -> tuple[Path, Path | None]:
     """(folder with model.json, checkpoint file or None) for a run/model directory, a .ckpt or model.safetensors."""
     if source.is_dir():
+        if members := ensemble_members(source):
+            raise InputError(
+                f"{source}: an ensemble of {len(members)} models ({members[0].name} .. {members[-1].name}); this "
+                f"takes one model: give one of them, such as {members[0]}"
+            )
         return source, None
     if not source.exists():
         raise InputError(f"{source}: no such file or directory")
@@ -178,8 +184,16 @@ def note_unseen_views(classifier: Classifier | Ensemble, tta: str) -> None:
 
 
 def listed_sources(source: Sources) -> list[Path | str]:
-    """One source as a list of one; an ensemble's members as a list."""
-    return [source] if isinstance(source, str | Path) else list(source)
+    """One source as a list of one; an ensemble's members as a list; an ensemble run directory as its members."""
+    given = [source] if isinstance(source, str | Path) else list(source)
+    return [member for s in given for member in (ensemble_members(Path(s)) or [s])]
+
+
+def ensemble_dir(source: Sources) -> Path | None:
+    """The ensemble run directory when ``source`` is one (what is written about the ensemble goes there), else
+    None."""
+    given = [source] if isinstance(source, str | Path) else list(source)
+    return Path(given[0]) if len(given) == 1 and ensemble_members(Path(given[0])) else None
 
 
 def ensemble_name(models: Sequence[str]) -> str:
@@ -213,7 +227,9 @@ def load_ensemble(
 ) -> Classifier | Ensemble:
     """``load_classifier`` of one source, or an ``Ensemble`` of several: members must share the classes and
     the size images are decoded at (a file is decoded once for all of them; ``alexnet evaluate`` takes
-    members of different sizes, since its splits are loaded per size)."""
+    members of different sizes, since its splits are loaded per size). An ensemble run directory stands for
+    its members."""
+    sources = listed_sources(sources)
     if not sources:
         raise InputError("no model given: give a run or model directory")
     classifiers = [load_classifier(s, precision=precision, compile=compile, device=device) for s in sources]

@@ -1,6 +1,9 @@
 """Weight files: a model directory (``model.safetensors`` + the model card ``model.json``), loadable on another
 machine without pickle and without any training state, and the state dicts of ``.pth``, ``.ckpt`` and
-``.safetensors`` files, always read without running pickled code."""
+``.safetensors`` files, always read without running pickled code.
+
+An ensemble run directory (``alexnet train --members N``) holds no model of its own: its members are run
+directories ``member-0`` .. ``member-<N-1>`` inside it (``member_folder``, ``ensemble_members``)."""
 
 from __future__ import annotations
 
@@ -16,6 +19,22 @@ from alexnet.errors import InputError, first_line
 from alexnet.modelcard import FILE_NAME, FORMAT_VERSION, ModelCard
 
 WEIGHTS_FILE = "model.safetensors"
+MEMBER_PREFIX = "member-"
+
+
+def member_folder(run_dir: Path, index: int) -> Path:
+    """The run directory of an ensemble's member ``index`` (from 0) inside the ensemble's run directory."""
+    return Path(run_dir) / f"{MEMBER_PREFIX}{index}"
+
+
+def ensemble_members(folder: Path) -> list[Path]:
+    """The member run directories of an ensemble run directory, in order; [] for anything else (a file, a
+    model directory, a folder without members)."""
+    folder = Path(folder)
+    if not folder.is_dir() or (folder / FILE_NAME).exists():
+        return []
+    found = [p for p in folder.glob(f"{MEMBER_PREFIX}*") if p.is_dir() and p.name[len(MEMBER_PREFIX) :].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(MEMBER_PREFIX) :]))
 
 
 def save_model_dir(model: nn.Module, folder: Path, card: ModelCard) -> None:

@@ -8,6 +8,9 @@ masks are the same whether or not the run was interrupted before it. The streams
 - torch's global generator (dropout): ``epoch_seed(seed, epoch, rank=rank, stream=GLOBAL)``;
 - alternating flips' mirrors, drawn once per run: ``epoch_seed(seed, 0, stream=MIRRORS)``.
 
+The members of an ensemble trained in one command (``members: N``) are runs of seeds ``member_seed(seed, k)``,
+k = 0 .. N-1, with the ensemble's ``data_seed`` as their ``split_seed``: they train on the same images.
+
 The validation split held out of the training images follows the run's seed, or its ``split_seed`` where one
 is set (``TrainConfig.data_seed``; ensemble members share one to be validated together); a
 test split held out of an image folder with no ``test/`` does not: it is drawn with ``TEST_SPLIT_SEED``, so
@@ -20,6 +23,11 @@ from __future__ import annotations
 GLOBAL = 17
 MIRRORS = 7919
 TEST_SPLIT_SEED = 0  # seed 0's draw: runs of seed 0 keep the test split they had when the run's seed drew it
+
+
+def member_seed(seed: int, index: int) -> int:
+    """The seed of an ensemble's member ``index`` (from 0): the ensemble's seed for the first, then the next ones."""
+    return seed + index
 
 
 def epoch_seed(seed: int, epoch: int, *, rank: int | None = None, stream: int = 0) -> int:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
 
@@ -528,3 +529,124 @@ def test_members_of_one_split_seed_are_validated_together_as_an_ensemble(tmp_pat
     assert json.loads(capsys.readouterr().out)["model"] == "ensemble of 2 (alexnet_cifar, alexnet_cifar)"
     assert main(["evaluate", str(tmp_path / "own1"), str(tmp_path / "own2"), "--split", "val"]) == 2
     assert "trained with seed 2, not" in capsys.readouterr().err
+    # On the test split they can be evaluated together; those trained on different images are noted as such.
+    assert main(["evaluate", str(tmp_path / "own1"), str(tmp_path / "own2")]) == 0
+    assert "the members trained on different images (their splits drawn with seeds 1, 2)" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "shared1"), str(tmp_path / "shared2")]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
+class _DieInMember(pl.Callback):
+    """A kill as epoch ``epoch`` of the ensemble's member ``member`` (from 0) starts."""
+
+    def __init__(self, member, epoch):
+        self.member, self.epoch, self.started = member, epoch, -1
+
+    def on_train_start(self, trainer, pl_module):
+        self.started += 1
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if self.started == self.member and trainer.current_epoch == self.epoch:
+            raise _Killed
+
+
+@pytest.fixture(scope="module")
+def ensemble_run(tmp_path_factory, data_root):
+    """``--members 2``: two epochs a member, the test with flip-translate views."""
+    folder = tmp_path_factory.mktemp("ensemble")
+    run = folder / "pair"
+    assert _train(folder, data_root, run, "--members", "2", "--tta", "flip-translate", epochs=2) == 0
+    return run
+
+
+def test_members_train_in_turn_on_one_split_and_are_tested_as_an_ensemble(tmp_path, data_root, ensemble_run):
+    from alexnet.evaluation import evaluate
+    from alexnet.training.config import read_config_file
+
+    members = [ensemble_run / "member-0", ensemble_run / "member-1"]
+    settings = [read_config_file(m / "config.yaml") for m in members]
+    assert [(s["seed"], s["split_seed"], s["members"]) for s in settings] == [(0, 0, 1), (1, 0, 1)]
+    assert read_config_file(ensemble_run / "config.yaml")["members"] == 2
+    # A member is an ordinary run: the second one is the run of seed 1 on seed 0's split, epoch for epoch.
+    alone = tmp_path / "alone"
+    assert _train(tmp_path, data_root, alone, "--seed", "1", "--split-seed", "0", "--tta", "flip-translate") == 0
+    assert _comparable(_metrics(members[1])) == _comparable(_metrics(alone))
+    assert _comparable(_metrics(members[0])) != _comparable(_metrics(members[1]))
+    report = json.loads((ensemble_run / "report.json").read_text())
+    theirs = [json.loads((m / "report.json").read_text()) for m in members]
+    together = evaluate(members, split="test", tta="flip-translate", write=False)
+    assert report["test_top1"] == together["top1"] and report["test_images"] == together["n"] == 100
+    assert report["model"] == "ensemble of 2 (alexnet_cifar, alexnet_cifar)" and report["tta"] == "flip-translate"
+    assert report["train_time_s"] == pytest.approx(sum(t["train_time_s"] for t in theirs), abs=0.11)
+    assert [m["test_top1"] for m in report["members"]] == [t["test_top1"] for t in theirs]
+    assert [m["seed"] for m in report["members"]] == [0, 1]
+    evaluation = json.loads((ensemble_run / "eval-test-flip-translate.json").read_text())
+    assert evaluation["top1"] == report["test_top1"] and (ensemble_run / "confusion-test-flip-translate.png").exists()
+
+
+def test_an_ensemble_run_directory_is_one_model_to_evaluate_predict_and_export(tmp_path, ensemble_run, capsys):
+    from PIL import Image
+
+    capsys.readouterr()
+    assert main(["evaluate", str(ensemble_run), "--tta", "flip-translate", "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["top1"] == json.loads((ensemble_run / "report.json").read_text())["test_top1"]
+    assert [m["source"] for m in evaluated["members"]] == [str(ensemble_run / f"member-{k}") for k in (0, 1)]
+    image = tmp_path / "digit.png"
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(image)
+    assert main(["predict", str(ensemble_run), str(image), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["top"]) == 5
+    pytest.importorskip("onnxruntime")
+    assert main(["export", str(ensemble_run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["onnx"] == str(ensemble_run / "model.onnx")
+    # A command of one model names the members to choose from.
+    assert main(["features", str(ensemble_run), str(image), "--out", str(tmp_path / "f.npy")]) == 2
+    err = capsys.readouterr().err
+    assert f"{ensemble_run}: an ensemble of 2 models (member-0 .. member-1)" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("epoch", [0, 1])
+def test_resume_of_an_ensemble_keeps_its_finished_members_and_ends_as_an_uninterrupted_one(
+    tmp_path, data_root, ensemble_run, epoch
+):
+    """Stopped in the second member: before its first checkpoint (it starts again) or after it (it continues)."""
+    from alexnet.training.config import load_resume, resolve_config
+    from alexnet.training.run import train
+
+    config = resolve_config(config_file=ensemble_run / "config.yaml")
+    run = tmp_path / "cut"
+    with pytest.raises(_Killed):
+        train(config, out=run, callbacks=[_DieInMember(1, epoch)])
+    assert (run / "member-0" / "report.json").exists() and not (run / "member-1" / "report.json").exists()
+    finished = (run / "member-0" / "model.safetensors").stat().st_mtime_ns
+    train(load_resume(run, {}), resume=run)
+    assert (run / "member-0" / "model.safetensors").stat().st_mtime_ns == finished  # kept, not trained again
+    for member in ("member-0", "member-1"):
+        assert _comparable(_metrics(run / member)) == _comparable(_metrics(ensemble_run / member))
+    resumed, whole = (json.loads((r / "report.json").read_text()) for r in (run, ensemble_run))
+    assert (resumed["test_top1"], resumed["test_loss"]) == (whole["test_top1"], whole["test_loss"])
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--members", "0"], "members must be between 1 and 1,000, not 0"),
+        (["--members", "2", "--devices", "2"], "members train one after another in one process"),
+    ],
+)
+def test_bad_members_are_one_line(tmp_path, data_root, capsys, flags, message):
+    out = tmp_path / "never"
+    assert _train(tmp_path, data_root, out, *flags, epochs=1) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_member_settings_share_the_split_and_the_budget():
+    from alexnet.training.config import TrainConfig
+    from alexnet.training.ensemble import member_configs
+
+    members = member_configs(TrainConfig(members=3, seed=5, time_budget=6.0))
+    assert [(m.seed, m.split_seed, m.members, m.time_budget) for m in members] == [(5, 5, 1, 2.0), (6, 5, 1, 2.0),
+                                                                                    (7, 5, 1, 2.0)]  # fmt: skip
+    assert {m.split_seed for m in member_configs(TrainConfig(members=2, seed=5, split_seed=9))} == {9}

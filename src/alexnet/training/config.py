@@ -47,6 +47,7 @@ class TrainConfig:
     bn_eps: float = 1e-5  # BatchNorm's epsilon, added to the variance
     bn_scale: bool = True  # train BatchNorm's scale; False keeps it at 1 (only the shift learns)
     model_options: dict[str, Any] = field(default_factory=dict)  # extra builder keywords (widths, towers, init)
+    members: int = 1  # models trained in turn (seeds seed, seed+1, ...) on one split, tested as an ensemble
     train_fraction: float = 1.0  # stratified fraction of the training images kept (after validation is held out)
     val_fraction: float = 0.1  # held out of the training images for validation and best.ckpt
     split_seed: int | None = None  # of the validation and train_fraction splits; None: seed's (ensembles share one)
@@ -70,7 +71,7 @@ class TrainConfig:
     cutmix: float = 0.0  # CutMix's Beta alpha, e.g. 1.0: pastes a box of the reversed batch; 0 turns it off
     # optimisation
     epochs: int = 10  # passes over the training set
-    time_budget: float = 0.0  # minutes this machine may train (validation included): fewer epochs if need be; 0: off
+    time_budget: float = 0.0  # minutes of training (validation, all members): fewer epochs if need be; 0: off
     batch_size: int = 256  # per process
     lr: float = 0.05  # peak learning rate
     optimizer: Literal["sgd", "adamw"] = "sgd"  # the update rule
@@ -149,6 +150,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "weight_decay": (0, math.inf), "label_smoothing": (0, 1), "head_epochs": (0, math.inf),
     "warmup_epochs": (0, math.inf), "grad_clip": (0, math.inf), "padding": (0, 4096), "cutout": (0, 4096),
     "mixup": (0, math.inf), "cutmix": (0, math.inf), "time_budget": (0, math.inf), "split_seed": (0, 2**32 - 1),
+    "members": (1, 1000),
 }  # fmt: skip
 
 
@@ -347,12 +349,10 @@ def resolve_config(
 
 
 def load_resume(run_dir: Path, overrides: dict) -> TrainConfig:
-    """The config of an earlier run with ``overrides`` (epochs, devices, precision) applied."""
-    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    """The config of an earlier run with ``overrides`` (epochs, devices, precision) applied; an ensemble's
+    run directory (``members`` > 1) has no checkpoint of its own, its members do."""
     if not (run_dir / "config.yaml").exists():
         raise InputError(f"{run_dir}: no config.yaml (not a run directory)")
-    if not checkpoint.exists():
-        raise InputError(f"{run_dir}: no checkpoints/last.ckpt to resume from")
     allowed = {"epochs", "devices", "num_nodes", "precision"}
     refused = sorted(k for k, v in overrides.items() if v is not None and k not in allowed)
     if refused:
@@ -361,4 +361,7 @@ def load_resume(run_dir: Path, overrides: dict) -> TrainConfig:
             f"--resume continues a run as configured; only {changeable} may change, not {', '.join(refused)}"
         )
     settings = read_config_file(run_dir / "config.yaml")
-    return TrainConfig().replace(**settings).replace(**{k: v for k, v in overrides.items() if v is not None})
+    config = TrainConfig().replace(**settings).replace(**{k: v for k, v in overrides.items() if v is not None})
+    if config.members == 1 and not (run_dir / "checkpoints" / "last.ckpt").exists():
+        raise InputError(f"{run_dir}: no checkpoints/last.ckpt to resume from")
+    return config

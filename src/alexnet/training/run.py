@@ -36,6 +36,8 @@ from alexnet.training.distributed import RUN_DIR_ENV, Layout, detect_layout, thr
 
 log = logging.getLogger("alexnet.train")
 
+REPORT_FILE = "report.json"  # written last by a run that finished: its presence marks one
+
 
 @dataclass(frozen=True)
 class PreparedRun:
@@ -192,10 +194,7 @@ def prepare(
     if layout.world_size > 1:
         os.environ[RUN_DIR_ENV] = str(run_dir)
     if layout.is_zero:
-        if run_dir.exists() and not run_dir.is_dir():
-            raise InputError(f"{run_dir}: is a file; --out takes a folder for the run")
-        if resume is None and run_dir.exists() and any(run_dir.iterdir()):
-            raise InputError(f"{run_dir}: already holds files; choose another --out or --resume it")
+        check_run_dir(run_dir, resume)
     run = PreparedRun(
         config=config, layout=layout, run_dir=run_dir,
         resume_from=resume / "checkpoints" / "last.ckpt" if resume is not None else None,
@@ -212,6 +211,14 @@ def prepare(
         write_text(run_dir / "config.yaml", yaml.safe_dump(run.config.to_dict(), sort_keys=False))
         card.write(run_dir)  # now, so that the checkpoints of an unfinished run can be evaluated
     return run
+
+
+def check_run_dir(run_dir: Path, resume: Path | None) -> None:
+    """A new run's directory must be a new or empty folder; a resumed one is its own."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"{run_dir}: is a file; --out takes a folder for the run")
+    if resume is None and run_dir.exists() and any(run_dir.iterdir()):
+        raise InputError(f"{run_dir}: already holds files; choose another --out or --resume it")
 
 
 def _check_resumable(model: torch.nn.Module, checkpoint: Path) -> None:
@@ -389,9 +396,9 @@ def finalize(run: PreparedRun, engine: Engine, fit_time_s: float) -> dict | None
         "run_dir": str(run.run_dir),
         "config": config.to_dict(),
     }
-    # The exported model first: report.json is what marks a run finished, so it is never there without it.
+    # The exported model first: the report is what marks a run finished, so it is never there without it.
     save_model_dir(engine.task.evaluated, run.run_dir, replace(run.card, test_top1=report.get("test_top1")))
-    write_text(run.run_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    write_text(run.run_dir / REPORT_FILE, json.dumps(report, indent=2) + "\n")
     return report
 
 
@@ -403,8 +410,13 @@ def train(
     ``TrainingStopped``.
 
     With ``resume`` (a run directory; ``config`` from ``load_resume``) training continues from its
-    ``last.ckpt`` in the same directory. ``callbacks`` are extra Lightning callbacks.
+    ``last.ckpt`` in the same directory. ``callbacks`` are extra Lightning callbacks. With ``members`` > 1 the
+    members are trained in turn and tested as an ensemble (``training.ensemble``).
     """
+    if config.members > 1:
+        from alexnet.training.ensemble import train_ensemble
+
+        return train_ensemble(config, out=out, resume=resume, callbacks=callbacks)
     run = prepare(config, out=out, resume=resume)
     engine = build_engine(run, callbacks=callbacks)
     fit_time_s = fit(run, engine)

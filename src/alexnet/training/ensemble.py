@@ -1,0 +1,118 @@
+"""An ensemble trained in one command (``members: N``): N runs of one configuration, seeds ``seed``, ``seed+1``,
+... (``seeding.member_seed``), all on the images of one split (the ensemble's ``data_seed``), trained one after
+another, each a run directory of its own inside the ensemble's (``modeldir.member_folder``); then the average
+of their class probabilities is tested (``alexnet evaluate``'s ensemble, with the run's ``tta``).
+
+The ensemble's run directory holds ``config.yaml`` (the settings, ``members`` included), the members, the
+evaluation of the ensemble (``eval-<split>-<tta>.json`` and its confusion matrix) and, last, ``report.json``.
+``alexnet evaluate``, ``predict``, ``export`` and ``serve`` take that directory as the ensemble. ``--resume``
+keeps the members that finished, continues the one that was stopped and trains the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alexnet.atomic import write_text
+from alexnet.errors import InputError
+from alexnet.modeldir import member_folder
+from alexnet.seeding import member_seed
+from alexnet.training.config import TrainConfig, load_resume
+from alexnet.training.distributed import detect_layout
+from alexnet.training.run import REPORT_FILE, check_run_dir, default_run_dir, train
+
+log = logging.getLogger("alexnet.train")
+
+
+def member_configs(config: TrainConfig) -> list[TrainConfig]:
+    """The members' settings: one model each, their own seeds, the ensemble's split, a share of its budget."""
+    budget = config.time_budget / config.members
+    return [
+        config.replace(members=1, seed=member_seed(config.seed, k), split_seed=config.data_seed, time_budget=budget)
+        for k in range(config.members)
+    ]
+
+
+def _read_report(folder: Path) -> dict[str, Any] | None:
+    path = folder / REPORT_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def train_ensemble(
+    config: TrainConfig, *, out: Path | None = None, resume: Path | None = None, callbacks: Sequence = ()
+) -> dict[str, Any]:
+    """Train ``config.members`` models in turn, test them as an ensemble and return the ensemble's report
+    (written to ``report.json``); ``resume``: an ensemble run directory to finish, whose stopped member
+    continues as its own ``config.yaml`` says (the epochs a time budget chose for it included)."""
+    if detect_layout(config.devices, config.num_nodes).world_size > 1:
+        raise InputError(
+            "members train one after another in one process; train them with --devices 1 (or train each member "
+            "as its own distributed run and evaluate them together: alexnet evaluate RUN RUN ...)"
+        )
+    run_dir = Path(resume or out or default_run_dir(config))
+    check_run_dir(run_dir, resume)
+    write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    reports = []
+    for k, member in enumerate(member_configs(config)):
+        folder = member_folder(run_dir, k)
+        if (done := _read_report(folder)) is not None:
+            log.info("member %d of %d (seed %d): finished before; kept", k + 1, config.members, member.seed)
+            reports.append(done)
+            continue
+        log.info("member %d of %d: seed %d, run directory %s", k + 1, config.members, member.seed, folder)
+        if (folder / "checkpoints" / "last.ckpt").exists():
+            stopped = load_resume(folder, {"precision": config.precision})
+            reports.append(train(stopped, resume=folder, callbacks=callbacks))
+            continue
+        if folder.exists():
+            shutil.rmtree(folder)  # stopped before its first epoch ended: nothing trained to keep
+        reports.append(train(member, out=folder, callbacks=callbacks))
+    return _finish(config, run_dir, reports)
+
+
+def _finish(config: TrainConfig, run_dir: Path, reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Test (else validate) the members as one ensemble and write the ensemble's ``report.json``."""
+    from alexnet.evaluation import evaluate
+
+    first = reports[0]
+    tested = all(r.get("test_top1") is not None for r in reports)
+    split = "test" if tested else "val" if config.val_fraction > 0 else None
+    figures = evaluate(run_dir, split=split, tta=config.tta, precision=config.precision) if split else {}
+    test = {}
+    if tested:
+        test = {"test_top1": figures["top1"], "test_top5": figures["top5"], "test_loss": figures["loss"],
+                "test_images": figures["n"], "test_split": first["test_split"]}  # fmt: skip
+    members = [
+        {"run_dir": r["run_dir"], "seed": r["config"]["seed"], "test_top1": r.get("test_top1"),
+         "best_val_acc": r.get("best_val_acc"), "train_time_s": r["train_time_s"]}
+        for r in reports
+    ]  # fmt: skip
+    speeds = [r["images_per_s"] for r in reports if r.get("images_per_s")]
+    report = {
+        "model": figures.get("model", f"ensemble of {len(reports)}"),
+        "data": first["data"],
+        "epochs": first["epochs"],
+        **test,
+        "tta": config.tta,
+        "best_val_acc": figures["top1"] if split == "val" else None,  # the ensemble's, of the members' best weights
+        "train_time_s": round(sum(r["train_time_s"] for r in reports), 1),  # all members'
+        "fit_wall_s": round(sum(r["fit_wall_s"] for r in reports), 1),
+        "images_per_s": round(statistics.median(speeds), 1) if speeds else None,
+        "members": members,
+        "evaluation": figures.get("outputs", {}).get("report"),
+        "precision": first["precision"],
+        "device": first["device"],
+        "classes": first["classes"],
+        "run_dir": str(run_dir),
+        "config": config.to_dict(),
+    }
+    write_text(run_dir / REPORT_FILE, json.dumps(report, indent=2) + "\n")
+    return report
