@@ -2,6 +2,7 @@
 with the machine's matmul peaks first. One JSON line per result.
 
     .venv/bin/python benchmarks/time_to_accuracy.py --recipe cifar10 --root DATA [--seeds 0 1 2] [--set K=V ...]
+                                                    [--out DIR]   # keep the runs (curves, models) there
     .venv/bin/python benchmarks/time_to_accuracy.py --recipe cifar10 --root DATA --ablate   # one change at a time
     .venv/bin/python benchmarks/time_to_accuracy.py --quick                                  # CI: tiny data, 1 step
 
@@ -72,11 +73,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--set", dest="settings", action="append", default=[], help="KEY=VALUE, as `train --set`")
     parser.add_argument("--ablate", action="store_true", help="one run per row of ABLATIONS")
+    parser.add_argument("--out", type=Path, help="keep the run directories here (default: a temporary folder)")
     args = parse_args(parser)
     configure_logging()
     tune_allocator()
     report_peaks()
     with tempfile.TemporaryDirectory() as tmp:
+        runs = args.out or Path(tmp)
         overrides = {"root": args.root, "data": args.data}
         if args.quick:
             # The batch is clamped to the 288 training images: one step per epoch.
@@ -85,7 +88,7 @@ def main() -> None:
         shipped = "recipe with " + ", ".join(args.settings) if args.settings else "recipe as shipped"
         rows = {shipped: {}} | ({k: v for k, v in ABLATIONS.items() if v} if args.ablate else {})
         for name, changes in rows.items():
-            run_seeds(name, args.recipe, overrides, args.seeds, Path(tmp), settings | changes)
+            run_seeds(name, args.recipe, overrides, args.seeds, runs, settings | changes)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from PIL import Image
 from alexnet.data.mnist import system_copy
 from alexnet.inference import preprocess_from_card
 from alexnet.modelcard import ModelCard
+from alexnet.modeldir import ensemble_members
 from alexnet.training.config import read_recipe, recipe_names, resolve_config
 
 from fileformats import write_cifar10, write_learnable_mnist
@@ -88,11 +89,21 @@ def test_recipe_takes_a_training_step(tmp_path, name, monkeypatch):
     config = resolve_config(recipe=name).replace(**overrides)
     report = train(config, out=tmp_path / "run", callbacks=[_OneStep()])
     assert report["epochs"] == 1 and report["test_images"] > 0
-    assert (tmp_path / "run" / "model.safetensors").exists()
-    card = ModelCard.read(tmp_path / "run")  # its test views do only what its training did
+    model = _model_dir(tmp_path / "run", config.members)
+    assert (model / "model.safetensors").exists()
+    card = ModelCard.read(model)  # its test views do only what its training did
     inputs = card.preprocess
     note = preprocess_from_card(card).unseen_views(config.tta, inputs.storage_size, inputs.augmented)
     assert note is None, note
+
+
+def _model_dir(run: Path, members: int) -> Path:
+    """The run's model directory: the run itself, or an ensemble's first member (``members`` of them)."""
+    if members == 1:
+        return run
+    found = ensemble_members(run)
+    assert len(found) == members, found
+    return found[0]
 
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -166,6 +177,7 @@ def test_recipe_takes_real_steps_on_real_images(tmp_path, real_data_root, name, 
         overrides["data"] = f"folder:{_few_photos(real_data_root)}"
     config = resolve_config(recipe=name).replace(**overrides)
     report = train(config, out=tmp_path / "run", callbacks=[_OneStep()])
-    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    model = _model_dir(tmp_path / "run", config.members)
+    rows = (model / "metrics.csv").read_text().splitlines()
     assert report["epochs"] == 1 and len(rows) == 2 and "nan" not in rows[1], rows
-    assert report["best_val_acc"] is not None and (tmp_path / "run" / "model.safetensors").exists()
+    assert report["best_val_acc"] is not None and (model / "model.safetensors").exists()

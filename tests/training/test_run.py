@@ -576,6 +576,7 @@ def test_members_train_in_turn_on_one_split_and_are_tested_as_an_ensemble(tmp_pa
     theirs = [json.loads((m / "report.json").read_text()) for m in members]
     together = evaluate(members, split="test", tta="flip-translate", write=False)
     assert report["test_top1"] == together["top1"] and report["test_images"] == together["n"] == 100
+    assert report["best_val_acc"] == evaluate(members, split="val", tta="flip-translate", write=False)["top1"]
     assert report["model"] == "ensemble of 2 (alexnet_cifar, alexnet_cifar)" and report["tta"] == "flip-translate"
     assert report["train_time_s"] == pytest.approx(sum(t["train_time_s"] for t in theirs), abs=0.11)
     assert [m["test_top1"] for m in report["members"]] == [t["test_top1"] for t in theirs]

@@ -79,13 +79,17 @@ def train_ensemble(
 
 
 def _finish(config: TrainConfig, run_dir: Path, reports: list[dict[str, Any]]) -> dict[str, Any]:
-    """Test (else validate) the members as one ensemble and write the ensemble's ``report.json``."""
+    """Validate and test the members as one ensemble (the splits the run has) and write its ``report.json``."""
     from alexnet.evaluation import evaluate
 
     first = reports[0]
     tested = all(r.get("test_top1") is not None for r in reports)
-    split = "test" if tested else "val" if config.val_fraction > 0 else None
-    figures = evaluate(run_dir, split=split, tta=config.tta, precision=config.precision) if split else {}
+
+    def on(split: str) -> dict[str, Any]:
+        return evaluate(run_dir, split=split, tta=config.tta, precision=config.precision)
+
+    validated = on("val") if config.val_fraction > 0 else {}
+    figures = on("test") if tested else validated
     test = {}
     if tested:
         test = {"test_top1": figures["top1"], "test_top5": figures["top5"], "test_loss": figures["loss"],
@@ -102,7 +106,7 @@ def _finish(config: TrainConfig, run_dir: Path, reports: list[dict[str, Any]]) -
         "epochs": first["epochs"],
         **test,
         "tta": config.tta,
-        "best_val_acc": figures["top1"] if split == "val" else None,  # the ensemble's, of the members' best weights
+        "best_val_acc": validated.get("top1"),  # the ensemble's, of the members' best weights
         "train_time_s": round(sum(r["train_time_s"] for r in reports), 1),  # all members'
         "fit_wall_s": round(sum(r["fit_wall_s"] for r in reports), 1),
         "images_per_s": round(statistics.median(speeds), 1) if speeds else None,
