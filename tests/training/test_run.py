@@ -633,6 +633,7 @@ def test_resume_of_an_ensemble_keeps_its_finished_members_and_ends_as_an_uninter
     [
         (["--members", "0"], "members must be between 1 and 1,000, not 0"),
         (["--members", "2", "--devices", "2"], "members train one after another in one process"),
+        (["--members", "2", "--model", "resnet50"], "unknown model 'resnet50'"),
     ],
 )
 def test_bad_members_are_one_line(tmp_path, data_root, capsys, flags, message):

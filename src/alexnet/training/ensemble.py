@@ -59,7 +59,21 @@ def train_ensemble(
         )
     run_dir = Path(resume or out or default_run_dir(config))
     check_run_dir(run_dir, resume)
+    created = not run_dir.exists()
     write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    try:
+        reports = _train_members(config, run_dir, callbacks)
+    except InputError:
+        if resume is None and not member_folder(run_dir, 0).exists():  # bad input: the first member wrote nothing
+            (run_dir / "config.yaml").unlink()
+            if created:
+                run_dir.rmdir()
+        raise
+    return _finish(config, run_dir, reports)
+
+
+def _train_members(config: TrainConfig, run_dir: Path, callbacks: Sequence) -> list[dict[str, Any]]:
+    """Each member's report: read where it finished before, else from training it (on, where it stopped)."""
     reports = []
     for k, member in enumerate(member_configs(config)):
         folder = member_folder(run_dir, k)
@@ -67,15 +81,16 @@ def train_ensemble(
             log.info("member %d of %d (seed %d): finished before; kept", k + 1, config.members, member.seed)
             reports.append(done)
             continue
-        log.info("member %d of %d: seed %d, run directory %s", k + 1, config.members, member.seed, folder)
+        # A member trained afresh is named by its run's own first line ("training ... run directory RUN/member-K").
         if (folder / "checkpoints" / "last.ckpt").exists():
+            log.info("member %d of %d (seed %d): continues where it stopped", k + 1, config.members, member.seed)
             stopped = load_resume(folder, {"precision": config.precision})
             reports.append(train(stopped, resume=folder, callbacks=callbacks))
             continue
         if folder.exists():
             shutil.rmtree(folder)  # stopped before its first epoch ended: nothing trained to keep
         reports.append(train(member, out=folder, callbacks=callbacks))
-    return _finish(config, run_dir, reports)
+    return reports
 
 
 def _finish(config: TrainConfig, run_dir: Path, reports: list[dict[str, Any]]) -> dict[str, Any]:
