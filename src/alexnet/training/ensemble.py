@@ -1,7 +1,7 @@
 """An ensemble trained in one command (``members: N``): N runs of one configuration, seeds ``seed``, ``seed+1``,
 ... (``seeding.member_seed``), all on the images of one split (the ensemble's ``data_seed``), trained one after
 another, each a run directory of its own inside the ensemble's (``modeldir.member_folder``); then the average
-of their class probabilities is tested (``alexnet evaluate``'s ensemble, with the run's ``tta``).
+of their class probabilities is validated and tested (``alexnet evaluate``'s ensemble, with the run's ``tta``).
 
 The ensemble's run directory holds ``config.yaml`` (the settings, ``members`` included), the members, the
 evaluation of the ensemble (``eval-<split>-<tta>.json`` and its confusion matrix) and, last, ``report.json``.
