@@ -182,6 +182,9 @@ def _train_command(
     speed = f"{report['train_time_s']:.0f} s, {report['images_per_s']} images/s"
     epochs = f"{report['epochs']} epoch" + ("" if report["epochs"] == 1 else "s")
     typer.echo(f"{report['model']} on {report['data']}: {result} after {epochs} ({speed})")
+    if "members" in report:  # an ensemble: its time is all members'; each member's own figure
+        alone = [f"{m['test_top1']:.2%}" if m["test_top1"] is not None else "no test" for m in report["members"]]
+        typer.echo(f"members alone (seeds {', '.join(str(m['seed']) for m in report['members'])}): {', '.join(alone)}")
     typer.echo(f"run directory: {report['run_dir']}")
 
 

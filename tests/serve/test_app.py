@@ -109,14 +109,16 @@ def test_an_onnx_file_is_served_without_gradcam(tmp_path):
         assert answer.json()["top"][0]["class"] == "7"
 
 
-def test_an_ensemble_serves_its_members_average_and_their_mean_gradcam(tmp_path):
+@pytest.mark.parametrize("given", ["members", "their ensemble run directory"])
+def test_an_ensemble_serves_its_members_average_and_their_mean_gradcam(tmp_path, given):
     from alexnet.serve.app import create_app
 
     # Alone, one model predicts 7 and the other 0; both give 2 their second-best score, which wins the average.
     (a, logits_a), (b, logits_b) = biased_model(7, 2), biased_model(0, 2)
-    members = [write_model_dir(tmp_path / "a", a), write_model_dir(tmp_path / "b", b)]
+    run = tmp_path / "run"  # laid out as `alexnet train --members 2` lays its members out
+    members = [write_model_dir(run / "member-0", a), write_model_dir(run / "member-1", b)]
     average = (logits_a.softmax(0) + logits_b.softmax(0)) / 2
-    with TestClient(create_app(members, precision="fp32")) as client:
+    with TestClient(create_app(members if given == "members" else run, precision="fp32")) as client:
         described = client.get("/model").json()
         assert described["model"] == "ensemble of 2 (alexnet_cifar, alexnet_cifar)"
         assert [m["source"] for m in described["members"]] == [str(m / "model.safetensors") for m in members]

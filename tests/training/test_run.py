@@ -2,6 +2,7 @@
 
 import contextlib
 import csv
+import io
 import json
 import os
 import signal
@@ -555,7 +556,11 @@ def ensemble_run(tmp_path_factory, data_root):
     """``--members 2``: two epochs a member, the test with flip-translate views."""
     folder = tmp_path_factory.mktemp("ensemble")
     run = folder / "pair"
-    assert _train(folder, data_root, run, "--members", "2", "--tta", "flip-translate", epochs=2) == 0
+    with contextlib.redirect_stdout(io.StringIO()) as said:
+        assert _train(folder, data_root, run, "--members", "2", "--tta", "flip-translate", epochs=2) == 0
+    report = json.loads((run / "report.json").read_text())
+    first, second = (f"{m['test_top1']:.2%}" for m in report["members"])
+    assert f"members alone (seeds 0, 1): {first}, {second}" in said.getvalue()
     return run
 
 
