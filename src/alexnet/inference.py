@@ -21,7 +21,7 @@ from alexnet.data.augment import Preprocess
 from alexnet.errors import InputError
 from alexnet.modelcard import FILE_NAME as CARD_FILE
 from alexnet.modelcard import ModelCard
-from alexnet.modeldir import ensemble_members, load_model_dir, model_from_card, read_torch_weights
+from alexnet.modeldir import check_one_model, ensemble_members, load_model_dir, model_from_card, read_torch_weights
 from alexnet.runtime import resolve_precision
 
 Sources = Path | str | Sequence[Path | str]  # one model, or an ensemble's members
@@ -90,11 +90,7 @@ def _load_onnx(path: Path, *, precision: str, compile: bool) -> Classifier:
 def _resolve(source: Path) -> tuple[Path, Path | None]:
     """(folder with model.json, checkpoint file or None) for a run/model directory, a .ckpt or model.safetensors."""
     if source.is_dir():
-        if members := ensemble_members(source):
-            raise InputError(
-                f"{source}: an ensemble of {len(members)} models ({members[0].name} .. {members[-1].name}); this "
-                f"takes one model: give one of them, such as {members[0]}"
-            )
+        check_one_model(source)
         return source, None
     if not source.exists():
         raise InputError(f"{source}: no such file or directory")

@@ -37,6 +37,15 @@ def ensemble_members(folder: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(MEMBER_PREFIX) :]))
 
 
+def check_one_model(folder: Path) -> None:
+    """Where one model is wanted, an ensemble run directory is a one-line error naming its members."""
+    if members := ensemble_members(folder):
+        raise InputError(
+            f"{folder}: an ensemble of {len(members)} models ({members[0].name} .. {members[-1].name}); this "
+            f"takes one model: give one of them, such as {members[0]}"
+        )
+
+
 def save_model_dir(model: nn.Module, folder: Path, card: ModelCard) -> None:
     """Write ``model.safetensors`` (the plain module's state_dict) and ``model.json`` (``card``) into
     ``folder``, each atomically."""

@@ -20,7 +20,7 @@ import torch
 from alexnet.data.download import download, file_digest
 from alexnet.errors import InputError
 from alexnet.modelcard import ModelCard
-from alexnet.modeldir import WEIGHTS_FILE, read_safetensors, read_torch_weights
+from alexnet.modeldir import WEIGHTS_FILE, check_one_model, read_safetensors, read_torch_weights
 from alexnet.models import model_spec
 from alexnet.models.registry import published_weights
 
@@ -75,6 +75,7 @@ def load_pretrained(source: str, model: str) -> Pretrained:
         return Pretrained(read_torch_weights(path), f"imagenet ({path.name})", preprocess)
     path = Path(source).expanduser()
     if path.is_dir():
+        check_one_model(path)
         card = ModelCard.read(path)
         if card.model != model:
             raise InputError(f"{path}: holds a {card.model} model, not {model}")

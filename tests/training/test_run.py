@@ -590,7 +590,9 @@ def test_members_train_in_turn_on_one_split_and_are_tested_as_an_ensemble(tmp_pa
     assert evaluation["top1"] == report["test_top1"] and (ensemble_run / "confusion-test-flip-translate.png").exists()
 
 
-def test_an_ensemble_run_directory_is_one_model_to_evaluate_predict_and_export(tmp_path, ensemble_run, capsys):
+def test_an_ensemble_run_directory_is_one_model_to_evaluate_predict_and_export(
+    tmp_path, data_root, ensemble_run, capsys
+):
     from PIL import Image
 
     capsys.readouterr()
@@ -609,6 +611,9 @@ def test_an_ensemble_run_directory_is_one_model_to_evaluate_predict_and_export(t
     assert main(["features", str(ensemble_run), str(image), "--out", str(tmp_path / "f.npy")]) == 2
     err = capsys.readouterr().err
     assert f"{ensemble_run}: an ensemble of 2 models (member-0 .. member-1)" in err and err.count("\n") == 1
+    assert _train(tmp_path, data_root, tmp_path / "tuned", "--pretrained", str(ensemble_run)) == 2
+    err = capsys.readouterr().err
+    assert f"{ensemble_run}: an ensemble of 2 models" in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("epoch", [0, 1])
