@@ -179,16 +179,19 @@ def note_unseen_views(classifier: Classifier | Ensemble, tta: str) -> None:
             log.warning("note: %s: %s", member.folder, note)
 
 
+def _given(source: Sources) -> list[Path | str]:
+    return [source] if isinstance(source, str | Path) else list(source)
+
+
 def listed_sources(source: Sources) -> list[Path | str]:
     """One source as a list of one; an ensemble's members as a list; an ensemble run directory as its members."""
-    given = [source] if isinstance(source, str | Path) else list(source)
-    return [member for s in given for member in (ensemble_members(Path(s)) or [s])]
+    return [member for s in _given(source) for member in (ensemble_members(Path(s)) or [s])]
 
 
 def ensemble_dir(source: Sources) -> Path | None:
     """The ensemble run directory when ``source`` is one (what is written about the ensemble goes there), else
     None."""
-    given = [source] if isinstance(source, str | Path) else list(source)
+    given = _given(source)
     return Path(given[0]) if len(given) == 1 and ensemble_members(Path(given[0])) else None
 
 

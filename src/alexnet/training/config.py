@@ -21,11 +21,13 @@ from typing import Any, Literal
 
 import yaml
 
+from alexnet.atomic import write_text
 from alexnet.errors import InputError, first_line
 from alexnet.runtime import PRECISIONS
 from alexnet.tta import TTA_MODES
 
 DEFAULT_RECIPE = "fashion-mnist"
+CONFIG_FILE = "config.yaml"  # a run's settings, in its run directory
 
 
 @dataclass(frozen=True)
@@ -348,10 +350,17 @@ def resolve_config(
     return config.replace(**flags)
 
 
+def write_config(config: TrainConfig, run_dir: Path) -> Path:
+    """``config.yaml`` of a run directory (atomically): every setting, re-runnable with ``--config``."""
+    path = Path(run_dir) / CONFIG_FILE
+    write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    return path
+
+
 def load_resume(run_dir: Path, overrides: dict) -> TrainConfig:
     """The config of an earlier run with ``overrides`` (epochs, devices, precision) applied; an ensemble's
     run directory (``members`` > 1) has no checkpoint of its own, its members do."""
-    if not (run_dir / "config.yaml").exists():
+    if not (run_dir / CONFIG_FILE).exists():
         raise InputError(f"{run_dir}: no config.yaml (not a run directory)")
     allowed = {"epochs", "devices", "num_nodes", "precision"}
     refused = sorted(k for k, v in overrides.items() if v is not None and k not in allowed)
@@ -360,7 +369,7 @@ def load_resume(run_dir: Path, overrides: dict) -> TrainConfig:
         raise InputError(
             f"--resume continues a run as configured; only {changeable} may change, not {', '.join(refused)}"
         )
-    settings = read_config_file(run_dir / "config.yaml")
+    settings = read_config_file(run_dir / CONFIG_FILE)
     config = TrainConfig().replace(**settings).replace(**{k: v for k, v in overrides.items() if v is not None})
     if config.members == 1 and not (run_dir / "checkpoints" / "last.ckpt").exists():
         raise InputError(f"{run_dir}: no checkpoints/last.ckpt to resume from")

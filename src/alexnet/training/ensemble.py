@@ -19,13 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from alexnet.atomic import write_text
 from alexnet.errors import InputError
 from alexnet.modeldir import member_folder
 from alexnet.seeding import member_seed
-from alexnet.training.config import TrainConfig, load_resume
+from alexnet.training.config import TrainConfig, load_resume, write_config
 from alexnet.training.distributed import detect_layout
 from alexnet.training.run import REPORT_FILE, check_run_dir, default_run_dir, train
 
@@ -60,12 +58,12 @@ def train_ensemble(
     run_dir = Path(resume or out or default_run_dir(config))
     check_run_dir(run_dir, resume)
     created = not run_dir.exists()
-    write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    written = write_config(config, run_dir)
     try:
         reports = _train_members(config, run_dir, callbacks)
     except InputError:
         if resume is None and not member_folder(run_dir, 0).exists():  # bad input: the first member wrote nothing
-            (run_dir / "config.yaml").unlink()
+            written.unlink()
             if created:
                 run_dir.rmdir()
         raise
@@ -96,6 +94,7 @@ def _train_members(config: TrainConfig, run_dir: Path, callbacks: Sequence) -> l
 def _finish(config: TrainConfig, run_dir: Path, reports: list[dict[str, Any]]) -> dict[str, Any]:
     """Validate and test the members as one ensemble (the splits the run has) and write its ``report.json``."""
     from alexnet.evaluation import evaluate
+    from alexnet.inference import ensemble_name
 
     first = reports[0]
     tested = all(r.get("test_top1") is not None for r in reports)
@@ -116,7 +115,7 @@ def _finish(config: TrainConfig, run_dir: Path, reports: list[dict[str, Any]]) -
     ]  # fmt: skip
     speeds = [r["images_per_s"] for r in reports if r.get("images_per_s")]
     report = {
-        "model": figures.get("model", f"ensemble of {len(reports)}"),
+        "model": ensemble_name([r["model"] for r in reports]),
         "data": first["data"],
         "epochs": first["epochs"],
         **test,

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from alexnet.atomic import write_text
 from alexnet.data import Preprocess, channel_stats, load_splits
@@ -31,7 +30,7 @@ from alexnet.models.plan import fits, smallest_input_size
 from alexnet.models.weights import Loaded, load_weights
 from alexnet.pretrained import Pretrained, load_pretrained
 from alexnet.runtime import device_name, precision_note
-from alexnet.training.config import TrainConfig
+from alexnet.training.config import TrainConfig, write_config
 from alexnet.training.distributed import RUN_DIR_ENV, Layout, detect_layout, threads_per_process
 
 log = logging.getLogger("alexnet.train")
@@ -208,7 +207,7 @@ def prepare(
     if layout.is_zero:
         for stray in run_dir.rglob(".*.tmp") if resume is not None else ():
             stray.unlink()  # half-written files of a process killed mid-write (atomic_path's temporaries)
-        write_text(run_dir / "config.yaml", yaml.safe_dump(run.config.to_dict(), sort_keys=False))
+        write_config(run.config, run_dir)
         card.write(run_dir)  # now, so that the checkpoints of an unfinished run can be evaluated
     return run
 
