@@ -10,7 +10,7 @@ CHROMIUM := /usr/bin/chromium
 
 .PHONY: demo test test-all lint format data browser clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml setup.py src/alexnet/models/lrn.c Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "alexnet needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH)" -e '.[dev,onnx,visualize,serve]'

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alexnet.models import native
+
 
 class ConvNet(nn.Module):
     """``features`` -> ``avgpool`` -> flatten -> ``classifier``: torchvision's layout for AlexNet and VGG.
@@ -147,6 +149,10 @@ class LocalResponseNorm(nn.Module):
     op-by-op version, though the two have the same multiply-adds. Without gradients, under
     ``torch.compile`` and in ONNX export the same formula runs op by op (the compiler fuses it; exporters
     see plain operators).
+
+    On a CPU, for channels_last maps in float32 or bf16, the layer runs on compiled kernels instead
+    (``native``, ``_NativeLRN``), with or without gradients: one pass over memory forward and one backward,
+    where the formula above makes about a dozen. They are used where the install built them.
     """
 
     def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0, groups: int = 1):
@@ -165,6 +171,8 @@ class LocalResponseNorm(nn.Module):
         return inside.to(dtype)[:, :, None, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _tracing() and native.lrn_supported(x, self.size, self.groups):
+            return _NativeLRN.apply(x, self.size, self.alpha, self.beta, self.k, self.groups)
         band = self.band(x.shape[1], x.device, x.dtype)
         if torch.is_grad_enabled() and x.requires_grad and not _tracing():
             return _LRN.apply(x, band, self.alpha, self.beta, self.k)
@@ -191,6 +199,23 @@ def _inverse_power(d: torch.Tensor, beta: float) -> torch.Tensor:
         return d.pow(-beta)
     root = d.rsqrt()
     return root * root.sqrt() if d.requires_grad else root.mul_(root.sqrt())
+
+
+class _NativeLRN(torch.autograd.Function):
+    """The layer on ``native``'s kernels: the forward pass keeps only ``x``; the backward pass recomputes the
+    window sums from it."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.constants = size, alpha, beta, k, groups
+        return native.lrn_forward(x, *ctx.constants)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        return native.lrn_backward(x, grad, *ctx.constants), None, None, None, None, None
 
 
 class _LRN(torch.autograd.Function):

@@ -1,0 +1,96 @@
+"""The compiled kernels (``lrn.c``, built by ``pip install`` into ``alexnet/models/_lrn``): found, loaded and
+called here, on the CPU, in the threads torch would use.
+
+Local response normalisation is a dozen passes over the largest maps of ``alexnet_paper`` when written with
+torch's operators, and memory, not arithmetic, bounds each of them; ``lrn.c`` does the forward pass in one read
+of ``x`` and one write of ``y``, the backward pass in reads of ``x`` and the gradient and one write. The build is
+optional (``setup.py``): without a C compiler the package installs without it, ``available()`` is False and the
+layer runs on torch's operators, with the same results to rounding.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.util
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+_MODULE = "alexnet.models._lrn"
+_FUNCTIONS = {torch.float32: "f32", torch.bfloat16: "bf16"}  # the storage types lrn.c reads and writes
+
+
+@functools.cache
+def _library() -> ctypes.CDLL | None:
+    """``lrn.c`` built for this platform, or None where the install built no such file (no compiler)."""
+    try:
+        spec = importlib.util.find_spec(_MODULE)
+    except ImportError:
+        return None
+    if spec is None or not spec.origin:
+        return None
+    library = ctypes.CDLL(spec.origin)
+    sizes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    constants = [ctypes.c_float] * 3
+    for suffix in _FUNCTIONS.values():
+        getattr(library, f"lrn_forward_{suffix}").argtypes = [ctypes.c_void_p] * 2 + sizes + constants
+        getattr(library, f"lrn_backward_{suffix}").argtypes = [ctypes.c_void_p] * 3 + sizes + constants
+    library.lrn_max_tower.restype = library.lrn_max_size.restype = ctypes.c_int
+    return library
+
+
+@functools.cache
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix="alexnet-lrn")
+
+
+def available() -> bool:
+    """Whether the compiled kernels were built and load here."""
+    return _library() is not None
+
+
+def lrn_supported(x: torch.Tensor, size: int, groups: int) -> bool:
+    """Whether ``lrn_forward`` takes ``x``: a CPU (N, C, H, W) map stored channels_last in float32 or bf16,
+    towers and a window no wider than the kernels' buffers, and the kernels built."""
+    return (
+        x.device.type == "cpu" and x.dim() == 4 and x.dtype in _FUNCTIONS and x.shape[1] % groups == 0
+        and x.is_contiguous(memory_format=torch.channels_last) and available()
+        and 0 < size < _library().lrn_max_size() and x.shape[1] // groups <= _library().lrn_max_tower()
+    )  # fmt: skip
+
+
+def _run(name: str, tensors: list[torch.Tensor], rows: int, *arguments) -> None:
+    """``lrn.c``'s ``name`` over ``rows`` pixels, split between torch's threads (ctypes lets go of the GIL)."""
+    function = getattr(_library(), f"{name}_{_FUNCTIONS[tensors[0].dtype]}")
+    pointers = [t.data_ptr() for t in tensors]
+    threads = max(1, min(torch.get_num_threads(), rows // 64))
+    if threads == 1:
+        function(*pointers, 0, rows, *arguments)
+        return
+    step = math.ceil(rows / threads)
+    calls = [
+        _pool(threads).submit(function, *pointers, begin, min(begin + step, rows), *arguments)
+        for begin in range(0, rows, step)
+    ]
+    for call in calls:
+        call.result()
+
+
+def lrn_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int) -> torch.Tensor:
+    """``x * (k + alpha * window_sum(x ** 2)) ** -beta`` over channels in towers of C / ``groups`` (``alpha`` in
+    the paper's convention); ``x`` as ``lrn_supported`` says, the result in its dtype and layout."""
+    y = torch.empty_like(x, memory_format=torch.channels_last)
+    _run("lrn_forward", [x, y], x.numel() // x.shape[1], x.shape[1], groups, size, alpha, beta, k)
+    return y
+
+
+def lrn_backward(
+    x: torch.Tensor, grad: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int
+) -> torch.Tensor:
+    """The gradient of ``lrn_forward`` by ``x``, given the gradient of its result."""
+    grad = grad.to(x.dtype).contiguous(memory_format=torch.channels_last)
+    dx = torch.empty_like(x, memory_format=torch.channels_last)
+    _run("lrn_backward", [x, grad, dx], x.numel() // x.shape[1], x.shape[1], groups, size, alpha, beta, k)
+    return dx

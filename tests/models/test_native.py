@@ -1,0 +1,141 @@
+"""The compiled LRN kernels (``lrn.c`` through ``alexnet.models.native``) against torch's own LRN."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from alexnet.models import layers, native
+from alexnet.models.layers import LocalResponseNorm
+
+
+def reference(x: torch.Tensor, upstream: torch.Tensor, size: int, alpha: float, beta: float, groups: int):
+    """torch's LRN per tower in float64 (``alpha`` in the paper's convention): output and input gradient."""
+    x = x.detach().double().requires_grad_(True)
+    towers = x.chunk(groups, dim=1)
+    out = torch.cat([F.local_response_norm(t, size, alpha * size, beta, 2.0) for t in towers], dim=1)
+    return out.detach(), torch.autograd.grad(out, x, upstream.double())[0]
+
+
+def maps(*shape, dtype=torch.float32, seed=0):
+    """ReLU'd maps as large as conv1's activations, stored channels_last."""
+    generator = torch.Generator().manual_seed(seed)
+    x = (torch.randn(*shape, generator=generator) * 30).relu()
+    return x.to(dtype).contiguous(memory_format=torch.channels_last)
+
+
+def test_the_kernels_are_built():
+    assert native.available(), "the install built no alexnet/models/_lrn (setup.py; a C compiler is needed)"
+
+
+@pytest.mark.parametrize("size", [3, 4, 5])
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("beta", [0.75, 0.6])
+def test_forward_and_backward_are_torchs_in_float32(size, groups, beta):
+    x = maps(2, 12, 3, 5)
+    upstream = torch.randn(2, 12, 3, 5)
+    assert native.lrn_supported(x, size, groups)
+    expected, expected_grad = reference(x, upstream, size, 1e-3, beta, groups)
+    out = native.lrn_forward(x, size, 1e-3, beta, 2.0, groups)
+    grad = native.lrn_backward(x, upstream, size, 1e-3, beta, 2.0, groups)
+    assert out.dtype == grad.dtype == torch.float32
+    assert all(t.is_contiguous(memory_format=torch.channels_last) for t in (out, grad))
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad.double(), expected_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_is_as_close_to_torchs_as_the_operators_are():
+    """In bf16 the kernels compute in float and round once: no farther from float64 than the op-by-op layer,
+    which rounds after every operation (measured: about half as far)."""
+    x = maps(4, 96, 9, 9, dtype=torch.bfloat16)
+    upstream = torch.randn(4, 96, 9, 9).to(torch.bfloat16)
+    expected, expected_grad = reference(x, upstream, 5, 1e-4, 0.75, 2)
+    band = LocalResponseNorm(groups=2).band(96, x.device, x.dtype)
+    leaf = x.clone().requires_grad_(True)
+    operators = layers._LRN.apply(leaf, band, 1e-4, 0.75, 2.0)
+    (operators_grad,) = torch.autograd.grad(operators, leaf, upstream)
+    out = native.lrn_forward(x, 5, 1e-4, 0.75, 2.0, 2)
+    grad = native.lrn_backward(x, upstream, 5, 1e-4, 0.75, 2.0, 2)
+    assert out.dtype == grad.dtype == torch.bfloat16
+
+    def error(ours, truth):
+        return float((ours.double() - truth).abs().max() / truth.abs().max())
+
+    assert error(out, expected) <= error(operators, expected) and error(out, expected) < 1e-2
+    assert error(grad, expected_grad) <= error(operators_grad, expected_grad) and error(grad, expected_grad) < 1e-2
+
+
+def test_the_result_does_not_depend_on_the_threads():
+    """Rows are split between threads, each computed alone: one thread and two give the same bits."""
+    x = maps(3, 96, 11, 11, dtype=torch.bfloat16)
+    upstream = torch.randn(3, 96, 11, 11).to(torch.bfloat16)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = native.lrn_forward(x, 5, 1e-4, 0.75, 2.0, 2), native.lrn_backward(x, upstream, 5, 1e-4, 0.75, 2.0, 2)
+        torch.set_num_threads(2)
+        two = native.lrn_forward(x, 5, 1e-4, 0.75, 2.0, 2), native.lrn_backward(x, upstream, 5, 1e-4, 0.75, 2.0, 2)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
+
+
+def test_the_layer_runs_on_the_kernels_where_they_apply(monkeypatch):
+    lrn = LocalResponseNorm(groups=2)
+    x = maps(2, 8, 3, 3).requires_grad_(True)
+    upstream = torch.randn(2, 8, 3, 3)
+    native_out = lrn(x)
+    assert native_out.grad_fn.name() == "_NativeLRNBackward"
+    (native_grad,) = torch.autograd.grad(native_out, x, upstream)
+    with torch.no_grad():
+        torch.testing.assert_close(lrn(x), native_out)  # inference too
+    # Not on them: NCHW storage, float64, and while torch.compile or an exporter traces.
+    assert lrn(x.contiguous()).grad_fn.name() == "_LRNBackward"
+    assert lrn(x.double()).grad_fn.name() == "_LRNBackward"
+    monkeypatch.setattr(layers, "_tracing", lambda: True)
+    assert lrn(x).grad_fn.name() not in ("_NativeLRNBackward", "_LRNBackward")
+    # Where the install built no kernels, the operators give the same result.
+    monkeypatch.setattr(layers, "_tracing", lambda: False)
+    monkeypatch.setattr(native, "available", lambda: False)
+    operators_out = lrn(x)
+    assert operators_out.grad_fn.name() == "_LRNBackward"
+    torch.testing.assert_close(operators_out, native_out)
+    torch.testing.assert_close(torch.autograd.grad(operators_out, x, upstream)[0], native_grad)
+
+
+def test_the_layer_trains_alexnet_paper_on_the_kernels():
+    """A training step of the 2012 network (both LRN layers, conv1's and conv2's towers): in float32 the
+    kernels give the operators' loss and gradients; in bf16 both are as far from float32's (a step of two
+    images from random weights: 12-27% in every gradient, measured)."""
+    from alexnet.models import get_model
+
+    torch.manual_seed(0)
+    model = get_model("alexnet_paper", num_classes=5, dropout=0.0).to(memory_format=torch.channels_last)
+    images = (torch.randn(2, 3, 227, 227) * 2).contiguous(memory_format=torch.channels_last)
+    labels = torch.tensor([0, 3])
+
+    def step(bf16: bool, kernels: bool):
+        model.zero_grad()
+        with pytest.MonkeyPatch.context() as patch:
+            if not kernels:
+                patch.setattr(native, "available", lambda: False)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = F.cross_entropy(model(images).float(), labels)
+            loss.backward()
+        return [loss.detach()] + [p.grad.clone() for p in model.parameters()]
+
+    def distance(ours, theirs):
+        return [float((a - b).norm() / b.norm()) for a, b in zip(ours, theirs, strict=True)]
+
+    exact = step(bf16=False, kernels=False)
+    assert max(distance(step(bf16=False, kernels=True), exact)) < 1e-4
+    kernels, operators = distance(step(True, True), exact), distance(step(True, False), exact)
+    assert all(k < 2 * o + 1e-3 for k, o in zip(kernels, operators, strict=True)), (kernels, operators)
+
+
+def test_unsupported_inputs_are_refused():
+    x = maps(1, 8, 2, 2)
+    assert not native.lrn_supported(x.contiguous(), 5, 1)  # NCHW storage
+    assert not native.lrn_supported(x.double(), 5, 1)
+    assert not native.lrn_supported(x, 64, 1)  # a window wider than the kernels' buffers
+    assert not native.lrn_supported(x, 5, 3)  # towers that do not divide the channels
+    assert not native.lrn_supported(x[0], 5, 1)  # not a batch of maps
