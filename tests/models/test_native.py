@@ -139,3 +139,31 @@ def test_unsupported_inputs_are_refused():
     assert not native.lrn_supported(x, 64, 1)  # a window wider than the kernels' buffers
     assert not native.lrn_supported(x, 5, 3)  # towers that do not divide the channels
     assert not native.lrn_supported(x[0], 5, 1)  # not a batch of maps
+
+
+def _forward_in_child(x: torch.Tensor, queue) -> None:
+    torch.set_num_threads(2)
+    queue.put(native.lrn_forward(x, 5, 1e-4, 0.75, 2.0, 2).float().numpy().tobytes())  # plain bytes through the pipe
+
+
+def test_a_forked_process_runs_the_kernels_in_threads_of_its_own():
+    """A data-loader or server process forked after the parent used the kernels: the parent's worker threads
+    are not in it, so it must not wait on them."""
+    import multiprocessing
+
+    x = maps(2, 96, 9, 9, dtype=torch.bfloat16)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        expected = native.lrn_forward(x, 5, 1e-4, 0.75, 2.0, 2)  # the parent's pool now exists
+    finally:
+        torch.set_num_threads(threads)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_forward_in_child, args=(x, queue))
+    child.start()
+    try:
+        assert queue.get(timeout=60) == expected.float().numpy().tobytes()
+    finally:
+        child.join(timeout=10)
+        child.kill()

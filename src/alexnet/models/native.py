@@ -14,6 +14,7 @@ import ctypes
 import functools
 import importlib.util
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -42,7 +43,8 @@ def _library() -> ctypes.CDLL | None:
 
 
 @functools.cache
-def _pool(threads: int) -> ThreadPoolExecutor:
+def _pool(threads: int, process: int) -> ThreadPoolExecutor:
+    """Worker threads of this ``process`` (a forked child gets its own: its parent's threads are not in it)."""
     return ThreadPoolExecutor(threads, thread_name_prefix="alexnet-lrn")
 
 
@@ -71,7 +73,7 @@ def _run(name: str, tensors: list[torch.Tensor], rows: int, *arguments) -> None:
         return
     step = math.ceil(rows / threads)
     calls = [
-        _pool(threads).submit(function, *pointers, begin, min(begin + step, rows), *arguments)
+        _pool(threads, os.getpid()).submit(function, *pointers, begin, min(begin + step, rows), *arguments)
         for begin in range(0, rows, step)
     ]
     for call in calls:
