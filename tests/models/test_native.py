@@ -31,8 +31,10 @@ def test_the_kernels_are_built():
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("beta", [0.75, 0.6])
 def test_forward_and_backward_are_torchs_in_float32(size, groups, beta):
-    x = maps(2, 12, 3, 5)
-    upstream = torch.randn(2, 12, 3, 5)
+    """390 pixels of 20 channels: the kernels' blocks of towers end inside a pixel (towers of 10, window 5: 277
+    towers a block) and between pixels."""
+    x = maps(2, 20, 13, 15)
+    upstream = torch.randn(2, 20, 13, 15)
     assert native.lrn_supported(x, size, groups)
     expected, expected_grad = reference(x, upstream, size, 1e-3, beta, groups)
     out = native.lrn_forward(x, size, 1e-3, beta, 2.0, groups)
