@@ -17,7 +17,7 @@ def reference(x: torch.Tensor, upstream: torch.Tensor, size: int, alpha: float, 
 
 
 def maps(*shape, dtype=torch.float32, seed=0):
-    """ReLU'd maps as large as conv1's activations, stored channels_last."""
+    """ReLU'd maps with values of the size of conv1's activations, stored channels_last."""
     generator = torch.Generator().manual_seed(seed)
     x = (torch.randn(*shape, generator=generator) * 30).relu()
     return x.to(dtype).contiguous(memory_format=torch.channels_last)

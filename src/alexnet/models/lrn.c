@@ -58,9 +58,10 @@ static inline float inverse_power(float d, float beta) {
 /* Towers are done in blocks (the rows' towers lie one after another: tower s of the block starts s * tower
  * elements in), a pass over the whole block at a time: the squares of all its towers, then their windows.
  * Read right after they were written, a tower's shifted windows stalled on the store buffer; a block later,
- * they come from the cache (30% off the forward pass, measured). Each tower's slot in a buffer holds `size / 2`
- * (forward) or `(size - 1) / 2` (backward) zeros, the tower's values and zeros to `tower + size`, so every
- * window is `size` adjacent entries. Inlined with `tower`, `size`, `beta` and the storage known. */
+ * they come from the cache (30% off the forward pass, measured). Each tower's slot in a buffer holds zeros
+ * (`size / 2` before the squares, `(size - 1) / 2` before the backward pass's terms), the tower's values and
+ * zeros to `tower + size`, so every window is `size` adjacent entries. Inlined with `size`, `beta` and the
+ * storage known. */
 #define BUFFER (MAX_TOWER + MAX_SIZE) /* floats in a block's buffer: one slot at least */
 
 static inline __attribute__((always_inline)) void squares(const char *x, float *sq, int slots, int tower, int size,
