@@ -44,6 +44,13 @@ def _library() -> ctypes.CDLL | None:
 
 
 @functools.cache
+def _limits() -> tuple[int, int]:
+    """(widest tower, window bound) of the kernels' buffers, as ``lrn.c`` declares them: read once, since every
+    forward pass asks."""
+    return _library().lrn_max_tower(), _library().lrn_max_size()
+
+
+@functools.cache
 def _pool(threads: int, process: int) -> ThreadPoolExecutor:
     """Worker threads of this ``process`` (a forked child gets its own: its parent's threads are not in it)."""
     return ThreadPoolExecutor(threads, thread_name_prefix="alexnet-lrn")
@@ -60,7 +67,7 @@ def lrn_supported(x: torch.Tensor, size: int, groups: int) -> bool:
     return (
         x.device.type == "cpu" and x.dim() == 4 and x.dtype in _FUNCTIONS and x.shape[1] % groups == 0
         and x.is_contiguous(memory_format=torch.channels_last) and available()
-        and 0 < size < _library().lrn_max_size() and x.shape[1] // groups <= _library().lrn_max_tower()
+        and 0 < size < _limits()[1] and x.shape[1] // groups <= _limits()[0]
     )  # fmt: skip
 
 
