@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from alexnet.models import layers, native
 from alexnet.models.layers import LocalResponseNorm
@@ -132,6 +133,81 @@ def test_the_layer_trains_alexnet_paper_on_the_kernels():
     assert max(distance(step(bf16=False, kernels=True), exact)) < 1e-4
     kernels, operators = distance(step(True, True), exact), distance(step(True, False), exact)
     assert all(k < 2 * o + 1e-3 for k, o in zip(kernels, operators, strict=True)), (kernels, operators)
+
+
+@pytest.mark.parametrize("size", [4, 5])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_the_kernels_apply_a_relu_before_the_layer(size, groups):
+    """With ``relu`` the kernels take the ReLU's input: LRN of ``x.relu()`` forward, and backward the gradient
+    by ``x`` through the ReLU (zero where ``x`` is not positive), to float64's 1e-5."""
+    x = (torch.randn(2, 20, 13, 15) * 30).contiguous(memory_format=torch.channels_last)
+    upstream = torch.randn(2, 20, 13, 15)
+    expected, expected_grad = reference(x.relu(), upstream, size, 1e-3, 0.75, groups)
+    out = native.lrn_forward(x, size, 1e-3, 0.75, 2.0, groups, relu=True)
+    grad = native.lrn_backward(x, upstream, size, 1e-3, 0.75, 2.0, groups, relu=True)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad.double(), expected_grad * (x > 0), rtol=1e-5, atol=1e-6)
+    assert (grad[x <= 0] == 0).all() and (x < 0).any()
+
+
+def test_the_fused_relu_gives_the_bits_of_the_two_layers_in_bf16():
+    x = (torch.randn(3, 96, 9, 9) * 30).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    upstream = torch.randn(3, 96, 9, 9).to(torch.bfloat16)
+    after = x.relu()
+    assert torch.equal(
+        native.lrn_forward(x, 5, 1e-4, 0.75, 2.0, 2, relu=True), native.lrn_forward(after, 5, 1e-4, 0.75, 2.0, 2)
+    )
+    two_layers = native.lrn_backward(after, upstream, 5, 1e-4, 0.75, 2.0, 2) * (x > 0)
+    assert torch.equal(native.lrn_backward(x, upstream, 5, 1e-4, 0.75, 2.0, 2, relu=True), two_layers)
+
+
+def _features_step(model, images, upstream, bf16: bool, fused: bool):
+    """Output and gradients of ``model.features``, through its ``Sequential`` (``fused``) or a layer at a time."""
+    model.zero_grad()
+    x = images.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        if fused:
+            out = model.features(x)
+        else:
+            out = x
+            for module in model.features:
+                out = module(out)
+    out.float().backward(upstream)
+    return [out.detach(), x.grad] + [p.grad.clone() for p in model.features.parameters()]
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_alexnet_papers_relus_run_inside_the_lrn_kernels_with_the_same_bits(bf16, monkeypatch):
+    """``Sequential`` hands conv1's and conv2's ReLUs to the LRN layers after them (three of the five ReLUs run
+    on their own) and the features' output and every gradient are those of the layers one after another."""
+    from alexnet.models import get_model
+
+    torch.manual_seed(0)
+    model = get_model("alexnet_paper", num_classes=5).to(memory_format=torch.channels_last)
+    images = torch.randn(2, 3, 99, 99).contiguous(memory_format=torch.channels_last)
+    upstream = torch.randn(2, 256, 2, 2)
+    layered = _features_step(model, images, upstream, bf16, fused=False)
+    calls = []
+    relu = nn.ReLU.forward
+    monkeypatch.setattr(nn.ReLU, "forward", lambda self, x: calls.append(self) or relu(self, x))
+    fused = _features_step(model, images, upstream, bf16, fused=True)
+    assert calls == [model.features[9], model.features[11], model.features[13]]
+    for ours, theirs in zip(fused, layered, strict=True):
+        assert torch.equal(ours, theirs)
+
+
+def test_a_hooked_relu_runs_on_its_own():
+    """A hook on the ReLU sees what it would without the fusion: the ReLU's output, never negative."""
+    from alexnet.models import get_model
+
+    model = get_model("alexnet_paper", num_classes=5).to(memory_format=torch.channels_last)
+    images = torch.randn(2, 3, 99, 99).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = model.features(images)
+        seen = []
+        model.features[1].register_forward_hook(lambda module, inputs, output: seen.append(output.clone()))
+        assert torch.equal(model.features(images), expected)
+    assert len(seen) == 1 and seen[0].min() == 0 and seen[0].shape == (2, 96, 23, 23)
 
 
 def test_unsupported_inputs_are_refused():

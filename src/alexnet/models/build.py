@@ -7,7 +7,7 @@ from collections.abc import Callable
 from torch import nn
 
 from alexnet.models import plan as p
-from alexnet.models.layers import Conv2d, ConvNet, LocalResponseNorm, Scale
+from alexnet.models.layers import Conv2d, ConvNet, LocalResponseNorm, Scale, Sequential
 
 
 def _module(layer: p.Layer) -> nn.Module:
@@ -38,7 +38,7 @@ def _module(layer: p.Layer) -> nn.Module:
 
 def build(arch: p.Architecture) -> ConvNet:
     """The ``nn.Module`` for a plan, initialised as the plan says (nothing is filled on the meta device)."""
-    features = nn.Sequential(*map(_module, arch.features))
+    features = Sequential(*map(_module, arch.features))
     classifier = nn.Sequential(*map(_module, arch.classifier))
     model = ConvNet(
         features, arch.pool_size, classifier, first_conv=arch.first_conv, last_conv=arch.last_conv, head=arch.head

@@ -35,7 +35,7 @@ def _library() -> ctypes.CDLL | None:
         return None
     library = ctypes.CDLL(spec.origin)
     sizes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_int]
-    constants = [ctypes.c_float] * 3
+    constants = [ctypes.c_float] * 3 + [ctypes.c_int]  # alpha, beta, k; relu
     for suffix in _FUNCTIONS.values():
         getattr(library, f"lrn_forward_{suffix}").argtypes = [ctypes.c_void_p] * 2 + sizes + constants
         getattr(library, f"lrn_backward_{suffix}").argtypes = [ctypes.c_void_p] * 3 + sizes + constants
@@ -88,19 +88,29 @@ def _run(name: str, tensors: list[torch.Tensor], rows: int, *arguments) -> None:
         call.result()
 
 
-def lrn_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int) -> torch.Tensor:
+def lrn_forward(
+    x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int, relu: bool = False
+) -> torch.Tensor:
     """``x * (k + alpha * window_sum(x ** 2)) ** -beta`` over channels in towers of C / ``groups`` (``alpha`` in
-    the paper's convention); ``x`` as ``lrn_supported`` says, the result in its dtype and layout."""
+    the paper's convention); ``x`` as ``lrn_supported`` says, the result in its dtype and layout. With ``relu``,
+    of ``x.relu()`` (the ReLU fused: ``x`` is the ReLU's input and stays as it is)."""
     y = torch.empty_like(x, memory_format=torch.channels_last)
-    _run("lrn_forward", [x, y], x.numel() // x.shape[1], x.shape[1], groups, size, alpha, beta, k)
+    _run("lrn_forward", [x, y], x.numel() // x.shape[1], x.shape[1], groups, size, alpha, beta, k, relu)
     return y
 
 
 def lrn_backward(
-    x: torch.Tensor, grad: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int
+    x: torch.Tensor,
+    grad: torch.Tensor,
+    size: int,
+    alpha: float,
+    beta: float,
+    k: float,
+    groups: int,
+    relu: bool = False,
 ) -> torch.Tensor:
-    """The gradient of ``lrn_forward`` by ``x``, given the gradient of its result."""
+    """The gradient of ``lrn_forward`` by ``x`` (with ``relu``, through the ReLU), given that of its result."""
     grad = grad.to(x.dtype).contiguous(memory_format=torch.channels_last)
     dx = torch.empty_like(x, memory_format=torch.channels_last)
-    _run("lrn_backward", [x, grad, dx], x.numel() // x.shape[1], x.shape[1], groups, size, alpha, beta, k)
+    _run("lrn_backward", [x, grad, dx], x.numel() // x.shape[1], x.shape[1], groups, size, alpha, beta, k, relu)
     return dx
