@@ -1,5 +1,8 @@
 """The compiled LRN kernels (``lrn.c`` through ``alexnet.models.native``) against torch's own LRN."""
 
+import platform
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -44,6 +47,28 @@ def test_forward_and_backward_are_torchs_in_float32(size, groups, beta):
     assert all(t.is_contiguous(memory_format=torch.channels_last) for t in (out, grad))
     torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grad.double(), expected_grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])
+@pytest.mark.parametrize("relu", [False, True])
+def test_the_paper_window_on_whole_vectors_is_torchs_in_float32(groups, relu):
+    """Towers of 64, 32 and 16 channels with the paper's window and exponent: the AVX-512 kernels where the CPU
+    has them (vectors of 16 channels, each window from shifts of three), to float64's 1e-5 at the towers' edges
+    and inside them."""
+    x = (torch.randn(3, 64, 7, 9) * 30).contiguous(memory_format=torch.channels_last)
+    upstream = torch.randn(3, 64, 7, 9)
+    expected, expected_grad = reference(x.relu() if relu else x, upstream, 5, 1e-3, 0.75, groups)
+    out = native.lrn_forward(x, 5, 1e-3, 0.75, 2.0, groups, relu=relu)
+    grad = native.lrn_backward(x, upstream, 5, 1e-3, 0.75, 2.0, groups, relu=relu)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad.double(), expected_grad * (x > 0) if relu else expected_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_the_avx512_kernels_are_used_where_the_cpu_has_them():
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text().split() if cpuinfo.exists() else []
+    wanted = {"avx512f", "avx512bw", "avx512vl", "avx512_bf16"}
+    assert native.avx512() == (platform.machine() == "x86_64" and wanted <= set(flags))
 
 
 def test_bf16_is_as_close_to_torchs_as_the_operators_are():

@@ -39,7 +39,7 @@ def _library() -> ctypes.CDLL | None:
     for suffix in _FUNCTIONS.values():
         getattr(library, f"lrn_forward_{suffix}").argtypes = [ctypes.c_void_p] * 2 + sizes + constants
         getattr(library, f"lrn_backward_{suffix}").argtypes = [ctypes.c_void_p] * 3 + sizes + constants
-    library.lrn_max_tower.restype = library.lrn_max_size.restype = ctypes.c_int
+    library.lrn_max_tower.restype = library.lrn_max_size.restype = library.lrn_avx512.restype = ctypes.c_int
     return library
 
 
@@ -59,6 +59,12 @@ def _pool(threads: int, process: int) -> ThreadPoolExecutor:
 def available() -> bool:
     """Whether the compiled kernels were built and load here."""
     return _library() is not None
+
+
+def avx512() -> bool:
+    """Whether the kernels take the paper's window (5, beta 0.75) on towers of whole 16-channel vectors with
+    AVX-512 here (a CPU with AVX512-BF16: the AMX Xeons and Zen 4s); elsewhere they take the plain C loops."""
+    return available() and bool(_library().lrn_avx512())
 
 
 def lrn_supported(x: torch.Tensor, size: int, groups: int) -> bool:
