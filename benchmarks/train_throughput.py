@@ -8,11 +8,12 @@ picks here: bf16 autocast where the CPU does bf16 fast, else fp32; channels_last
 the Lightning engine that `alexnet train` runs. Reports images/s, the engine's speed-up over the plain loop,
 Lightning's overhead over the bare loop, and model FLOPs utilisation against the matmul peak of that
 precision, which this benchmark measures first. One JSON line per result. The 2012 network
-(`alexnet_paper`: with two towers it has the MACs of `alexnet`, with one 1.4x) has its engine speed also
+(`alexnet_paper`: with two towers it has the MACs of `alexnet`, with one 1.57x) has its engine speed also
 given as a fraction of `alexnet`'s (`x_alexnet`, measured in the same run), the cost of its LRN and towers,
 and again from bare loops of the two run alternately (``paired``), the figure to trust on a machine whose
 speed drifts; a third paired row runs `alexnet_paper` with its LRN layers replaced by identities (a
-diagnostic, not a model), which splits what is left between LRN and the rest (conv1's 96 maps, the towers).
+diagnostic, not a model), which splits what is left between LRN and the rest (conv1's 96 maps, the towers);
+there the ReLUs before the LRN layers run on their own, where the model's LRN kernels take them in.
 """
 
 from __future__ import annotations
