@@ -11,7 +11,7 @@
  *
  * With `relu` set, the kernels take the preceding ReLU's input instead of its output: x above is max(input, 0),
  * and the backward pass's result is the gradient by that input (zero where it is not positive). The ReLU's own
- * passes over the map, forward and backward, are then saved (see ReLULRN in layers.py). */
+ * passes over the map, forward and backward, are then saved (see Sequential in layers.py). */
 
 #include <math.h>
 #include <stdint.h>
@@ -179,7 +179,9 @@ AVX512 void store16(char *row, int v, __m512 value, int is_bf16) {
         _mm512_storeu_ps((float *)row + 16 * v, value);
 }
 
-#define SHIFT(high, low, n) _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(high), _mm512_castps_si512(low), n))
+/* Lanes n.. of low, then high's: (low, high)[i + n] for the 16 i. */
+#define SHIFT(high, low, n)                                                                                \
+    _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(high), _mm512_castps_si512(low), n))
 
 /* b[i-2] + b[i-1] + b[i] + b[i+1] + b[i+2] for the 16 i of b, with c the vector after b: p[i-2] + p[i] + b[i+2]
  * from the sums of pairs p[i] = b[i] + b[i+1] (three shifts, three additions). *pairs holds those of the vector
@@ -248,7 +250,8 @@ AVX512 void backward_avx512(const char *x, const char *g, char *dx, int64_t towe
             if (v == 0) {
                 terms_pairs = first_pairs(terms);
             } else {
-                __m512 windows = window5(&terms_pairs, terms_behind, terms), scaled = _mm512_mul_ps(factor, x_behind);
+                __m512 windows = window5(&terms_pairs, terms_behind, terms);
+                __m512 scaled = _mm512_mul_ps(factor, x_behind);
                 /* Through the ReLU, zero where its input is not positive (where its output is not). */
                 __mmask16 keep = relu ? _mm512_cmp_ps_mask(x_behind, zero, _CMP_GT_OQ) : (__mmask16)0xffff;
                 store16(dx, v - 1, _mm512_maskz_fnmadd_ps(keep, scaled, windows, direct_behind), is_bf16);
@@ -260,8 +263,8 @@ AVX512 void backward_avx512(const char *x, const char *g, char *dx, int64_t towe
 
 /* Entries (not inlined, compiled for AVX-512) with the ReLU and the storage fixed inside. */
 #define AVX512_ENTRIES(suffix, is_bf16)                                                                    \
-    AVX512_ENTRY void forward_avx512_##suffix(const void *x, void *y, int64_t towers, int vectors, float alpha,  \
-                                              float k, int relu) {                                         \
+    AVX512_ENTRY void forward_avx512_##suffix(const void *x, void *y, int64_t towers, int vectors,         \
+                                              float alpha, float k, int relu) {                            \
         if (relu)                                                                                          \
             forward_avx512(x, y, towers, vectors, alpha, k, 1, is_bf16);                                   \
         else                                                                                               \
@@ -278,19 +281,20 @@ AVX512_ENTRIES(f32, 0)
 AVX512_ENTRIES(bf16, 1)
 
 /* Whether the AVX-512 kernels take these towers: the paper's window and exponent, whole vectors, the CPU. */
-#define ON_AVX512 (size == 5 && beta == 0.75f && channels % groups == 0 && (channels / groups) % 16 == 0 && has_avx512())
+#define ON_AVX512                                                                                          \
+    (size == 5 && beta == 0.75f && channels % groups == 0 && (channels / groups) % 16 == 0 && has_avx512())
 #define AVX512_FORWARD(suffix, element_size)                                                               \
     if (ON_AVX512) {                                                                                       \
         size_t at = (size_t)begin * channels * (element_size);                                             \
-        forward_avx512_##suffix((const char *)x + at, (char *)y + at, (end - begin) * groups, channels / groups / 16, \
-                                alpha, k, relu);                                                           \
+        forward_avx512_##suffix((const char *)x + at, (char *)y + at, (end - begin) * groups,               \
+                                channels / groups / 16, alpha, k, relu);                                   \
         return;                                                                                            \
     }
 #define AVX512_BACKWARD(suffix, element_size)                                                              \
     if (ON_AVX512) {                                                                                       \
         size_t at = (size_t)begin * channels * (element_size);                                             \
-        backward_avx512_##suffix((const char *)x + at, (const char *)g + at, (char *)dx + at, (end - begin) * groups, \
-                                 channels / groups / 16, alpha, beta, k, relu);                            \
+        backward_avx512_##suffix((const char *)x + at, (const char *)g + at, (char *)dx + at,               \
+                                 (end - begin) * groups, channels / groups / 16, alpha, beta, k, relu);    \
         return;                                                                                            \
     }
 #else
@@ -320,8 +324,9 @@ int lrn_avx512(void) { return has_avx512(); }
 int lrn_max_tower(void) { return MAX_TOWER; }
 int lrn_max_size(void) { return MAX_SIZE; }
 
-#define FORWARD(window, exponent, activated) \
-    forward_block((const char *)x + at, (char *)y + at, slots, tower, window, alpha, exponent, k, activated, is_bf16)
+#define FORWARD(window, exponent, activated)                                                               \
+    forward_block((const char *)x + at, (char *)y + at, slots, tower, window, alpha, exponent, k, activated, \
+                  is_bf16)
 #define BACKWARD(window, exponent, activated)                                                              \
     backward_block((const char *)x + at, (const char *)g + at, (char *)dx + at, slots, tower, window, alpha, \
                    exponent, k, activated, is_bf16)
