@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from alexnet.models import layers, native
 from alexnet.models.layers import LocalResponseNorm
@@ -184,55 +183,6 @@ def test_the_fused_relu_gives_the_bits_of_the_two_layers_in_bf16():
     )
     two_layers = native.lrn_backward(after, upstream, 5, 1e-4, 0.75, 2.0, 2) * (x > 0)
     assert torch.equal(native.lrn_backward(x, upstream, 5, 1e-4, 0.75, 2.0, 2, relu=True), two_layers)
-
-
-def _features_step(model, images, upstream, bf16: bool, fused: bool):
-    """Output and gradients of ``model.features``, through its ``Sequential`` (``fused``) or a layer at a time."""
-    model.zero_grad()
-    x = images.clone().requires_grad_(True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        if fused:
-            out = model.features(x)
-        else:
-            out = x
-            for module in model.features:
-                out = module(out)
-    out.float().backward(upstream)
-    return [out.detach(), x.grad] + [p.grad.clone() for p in model.features.parameters()]
-
-
-@pytest.mark.parametrize("bf16", [False, True])
-def test_alexnet_papers_relus_run_inside_the_lrn_kernels_with_the_same_bits(bf16, monkeypatch):
-    """``Sequential`` hands conv1's and conv2's ReLUs to the LRN layers after them (three of the five ReLUs run
-    on their own) and the features' output and every gradient are those of the layers one after another."""
-    from alexnet.models import get_model
-
-    torch.manual_seed(0)
-    model = get_model("alexnet_paper", num_classes=5).to(memory_format=torch.channels_last)
-    images = torch.randn(2, 3, 99, 99).contiguous(memory_format=torch.channels_last)
-    upstream = torch.randn(2, 256, 2, 2)
-    layered = _features_step(model, images, upstream, bf16, fused=False)
-    calls = []
-    relu = nn.ReLU.forward
-    monkeypatch.setattr(nn.ReLU, "forward", lambda self, x: calls.append(self) or relu(self, x))
-    fused = _features_step(model, images, upstream, bf16, fused=True)
-    assert calls == [model.features[9], model.features[11], model.features[13]]
-    for ours, theirs in zip(fused, layered, strict=True):
-        assert torch.equal(ours, theirs)
-
-
-def test_a_hooked_relu_runs_on_its_own():
-    """A hook on the ReLU sees what it would without the fusion: the ReLU's output, never negative."""
-    from alexnet.models import get_model
-
-    model = get_model("alexnet_paper", num_classes=5).to(memory_format=torch.channels_last)
-    images = torch.randn(2, 3, 99, 99).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        expected = model.features(images)
-        seen = []
-        model.features[1].register_forward_hook(lambda module, inputs, output: seen.append(output.clone()))
-        assert torch.equal(model.features(images), expected)
-    assert len(seen) == 1 and seen[0].min() == 0 and seen[0].shape == (2, 96, 23, 23)
 
 
 def test_unsupported_inputs_are_refused():
