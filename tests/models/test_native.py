@@ -185,6 +185,63 @@ def test_the_fused_relu_gives_the_bits_of_the_two_layers_in_bf16():
     assert torch.equal(native.lrn_backward(x, upstream, 5, 1e-4, 0.75, 2.0, 2, relu=True), two_layers)
 
 
+def _lrn_then_pool(x, upstream, groups, relu, kernel, stride):
+    """The layer on the kernels, then torch's max-pool: output and gradient by ``x``."""
+    leaf = x.clone().requires_grad_(True)
+    out = F.max_pool2d(layers._NativeLRN.apply(leaf, 5, 1e-3, 0.75, 2.0, groups, relu), kernel, stride)
+    return out.detach(), torch.autograd.grad(out, leaf, upstream)[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    ("channels", "groups", "relu", "kernel", "stride", "side"),
+    [
+        (96, 2, True, 3, 2, 27),  # conv2's towers of 48 (AVX-512 where the CPU has it), every row in a window
+        (20, 2, True, 3, 2, 12),  # towers of 10 (the C loops); the last row and column in no window
+        (32, 1, False, 2, 2, 9),  # no ReLU; windows that do not overlap
+        (16, 1, True, 3, 1, 8),  # windows that overlap by two
+    ],
+)
+def test_the_layer_and_the_pool_after_it_are_the_two_in_turn_to_the_bit(
+    dtype, channels, groups, relu, kernel, stride, side
+):
+    """One operation for the layer (and the ReLU before it) and the max-pool after it: the pooled map and the
+    gradient are those of the layer on the kernels followed by torch's pool, bit for bit, with tied maxima (a
+    value repeated over rows and columns) and maxima shared by overlapping windows; 4 images, so two threads
+    split the rows."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(4, channels, side, side, generator=generator) * 30
+    x[:, :, 2::4] = x[:, :, 2:3]  # rows repeated: tied maxima
+    x = x.to(dtype).contiguous(memory_format=torch.channels_last)
+    out_side = (side - kernel) // stride + 1
+    upstream = (torch.randn(4, channels, out_side, out_side, generator=generator) * 1e3).to(dtype)
+    expected, expected_grad = _lrn_then_pool(x, upstream, groups, relu, kernel, stride)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        pooled, argmax = native.lrn_pool_forward(x, 5, 1e-3, 0.75, 2.0, groups, relu, kernel, stride)
+        grad = native.lrn_pool_backward(x, upstream, argmax, 5, 1e-3, 0.75, 2.0, groups, relu, kernel, stride)
+    finally:
+        torch.set_num_threads(threads)
+    assert argmax.dtype == torch.uint8 and int(argmax.max()) < kernel * kernel
+    assert torch.equal(pooled, expected)
+    assert torch.equal(grad, expected_grad)
+
+
+def test_the_layer_pools_on_the_kernels_where_they_apply():
+    lrn, pool = LocalResponseNorm(groups=2), torch.nn.MaxPool2d(3, 2)
+    x = maps(2, 32, 9, 9)
+    assert lrn.pools(x, pool)
+    assert not lrn.pools(x, torch.nn.MaxPool2d(3, 2, padding=1))
+    assert not lrn.pools(x, torch.nn.MaxPool2d(3, 2, ceil_mode=True))
+    assert not lrn.pools(x, torch.nn.MaxPool2d((3, 2), 2))
+    assert not lrn.pools(x.contiguous(), pool)  # NCHW: not on the kernels at all
+    assert not lrn.pools(x[:, :, :2, :2], pool)  # a window larger than the map
+    leaf = x.clone().requires_grad_(True)
+    assert lrn(leaf, pool=pool).grad_fn.name() == "_NativeLRNPoolBackward"
+    torch.testing.assert_close(lrn(x.contiguous(), pool=pool), pool(lrn(x)))  # the operators, then the pool
+
+
 def test_unsupported_inputs_are_refused():
     x = maps(1, 8, 2, 2)
     assert not native.lrn_supported(x.contiguous(), 5, 1)  # NCHW storage

@@ -151,18 +151,29 @@ class Sequential(nn.Sequential):
         modules = list(self)
         i = 0
         while i < len(modules):
-            module, following = modules[i], modules[i + 1] if i + 1 < len(modules) else None
-            pair = (
-                isinstance(module, nn.ReLU) and following is not None and not _tracing()
-                and not _hooked(module) and not _hooked(following)
-            )  # fmt: skip
-            if pair and isinstance(following, LocalResponseNorm) and following.on_kernels(x):
-                x, i = following(x, relu=True), i + 2
-            elif pair and isinstance(following, nn.MaxPool2d) and not following.return_indices:
-                x, i = module(following(x)), i + 2
-            else:
-                x, i = module(x), i + 1
+            used, x = self._pairing(modules[i : i + 3], x) if not _tracing() else (0, x)
+            if not used:
+                x, used = modules[i](x), 1
+            i += used
         return x
+
+    @staticmethod
+    def _pairing(modules: list[nn.Module], x: torch.Tensor) -> tuple[int, torch.Tensor]:
+        """(layers taken, output) for the layers that start ``modules``, run as one of the pairings; (0, ``x``)
+        where none applies."""
+        if any(_hooked(module) for module in modules[:2]):
+            return 0, x
+        relu = isinstance(modules[0], nn.ReLU)
+        lrn = modules[int(relu)] if len(modules) > int(relu) else None
+        if isinstance(lrn, LocalResponseNorm) and lrn.on_kernels(x):
+            after = modules[int(relu) + 1] if len(modules) > int(relu) + 1 else None
+            if isinstance(after, nn.MaxPool2d) and not _hooked(after) and lrn.pools(x, after):
+                return int(relu) + 2, lrn(x, relu=relu, pool=after)
+            if relu:
+                return 2, lrn(x, relu=True)
+        if relu and isinstance(lrn, nn.MaxPool2d) and not lrn.return_indices:
+            return 2, modules[0](lrn(x))
+        return 0, x
 
 
 def _hooked(module: nn.Module) -> bool:
@@ -221,12 +232,23 @@ class LocalResponseNorm(nn.Module):
         """Whether ``forward`` runs ``x`` on the compiled kernels."""
         return not _tracing() and native.lrn_supported(x, self.size, self.groups)
 
-    def forward(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
-        """The layer of ``x``; with ``relu``, of ``x.relu()``, the ReLU done inside the kernels where they run."""
+    def pools(self, x: torch.Tensor, pool: nn.MaxPool2d) -> bool:
+        """Whether ``forward`` runs ``x`` with ``pool`` after the layer on the compiled kernels, as one operation."""
+        return self.on_kernels(x) and native.lrn_pool_supported(x, self.size, self.groups, pool)
+
+    def forward(self, x: torch.Tensor, relu: bool = False, pool: nn.MaxPool2d | None = None) -> torch.Tensor:
+        """The layer of ``x``; with ``relu``, of ``x.relu()``; with ``pool``, followed by it: each done inside the
+        kernels where they run (``Sequential`` pairs the layers so)."""
+        constants = self.size, self.alpha, self.beta, self.k, self.groups, relu
+        if pool is not None and self.pools(x, pool):
+            return _NativeLRNPool.apply(x, *constants, pool.kernel_size, pool.stride)
         if self.on_kernels(x):
-            return _NativeLRN.apply(x, self.size, self.alpha, self.beta, self.k, self.groups, relu)
+            out = _NativeLRN.apply(x, *constants)
+            return out if pool is None else pool(out)
         if relu:
             x = F.relu(x)
+        if pool is not None:
+            return pool(self(x))
         band = self.band(x.shape[1], x.device, x.dtype)
         if torch.is_grad_enabled() and x.requires_grad and not _tracing():
             return _LRN.apply(x, band, self.alpha, self.beta, self.k)
@@ -272,6 +294,26 @@ class _NativeLRN(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         (x,) = ctx.saved_tensors
         return native.lrn_backward(x, grad, *ctx.constants), None, None, None, None, None, None
+
+
+class _NativeLRNPool(torch.autograd.Function):
+    """The layer and the max-pool after it on ``native``'s kernels (with ``relu``, the ReLU before it too): the
+    forward pass keeps ``x`` and a byte per pooled value (its window's argmax), the backward pass recomputes the
+    rest; the layer's full-size output and its gradient are never written to memory."""
+
+    @staticmethod
+    def forward(ctx, x, size, alpha, beta, k, groups, relu, kernel, stride) -> torch.Tensor:
+        ctx.constants = size, alpha, beta, k, groups, relu, kernel, stride
+        pooled, argmax = native.lrn_pool_forward(x, *ctx.constants)
+        ctx.save_for_backward(x, argmax)
+        ctx.mark_non_differentiable(argmax)
+        return pooled
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, argmax = ctx.saved_tensors
+        return (native.lrn_pool_backward(x, grad, argmax, *ctx.constants),) + (None,) * 8
 
 
 class _LRN(torch.autograd.Function):

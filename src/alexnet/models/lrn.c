@@ -15,6 +15,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MAX_TOWER 4096 /* channels of one tower */
@@ -357,4 +358,126 @@ VECTORISED void lrn_backward_bf16(const void *x, const void *g, void *dx, int64_
     const int is_bf16 = 1;
     AVX512_BACKWARD(bf16, sizeof(bf16))
     BLOCKS(BACKWARD, sizeof(bf16))
+}
+
+/* The layer followed by a max-pool (`kernel` x `kernel` windows at `stride`, no padding, windows that fit), as
+ * alexnet_paper's conv1 and conv2 have it: the layer's output is computed a row of pixels at a time into a buffer
+ * of `kernel` rows and pooled from there, so the full-size output is never written, and the backward pass builds
+ * each row's gradient from the pooled one in a buffer, never writing it to memory either. Each window's argmax is
+ * kept as a byte (kh * kernel + kw; the first maximum in row-major order, as torch's pool keeps it) where torch's
+ * pool keeps 8-byte indices. The results are the layer's and torch's pool's, to the bit: the buffers hold the
+ * layer's output and the gradient in the storage type, the gradient summed in the storage type in the order of
+ * the windows, as torch's pool does. Output rows [begin, end) of the whole batch (forward), input rows (backward).
+ * Returns 0, or -1 where the buffers could not be had. */
+#define POOL_ARGUMENTS                                                                                     \
+    int64_t begin, int64_t end, int height, int width, int channels, int groups, int size, float alpha,    \
+        float beta, float k, int relu, int kernel, int stride
+
+static inline __attribute__((always_inline)) int pool_forward(const char *x, char *p, uint8_t *code, POOL_ARGUMENTS,
+                                                              int is_bf16) {
+    size_t element = is_bf16 ? sizeof(bf16) : sizeof(float), row = (size_t)width * channels;
+    int out_h = (height - kernel) / stride + 1, out_w = (width - kernel) / stride + 1;
+    char *rows = malloc((size_t)kernel * row * element);
+    float *best = malloc((size_t)channels * sizeof(float));
+    uint8_t *arg = malloc((size_t)channels);
+    int64_t held[16]; /* which input row of which image each slot holds */
+    if (!rows || !best || !arg || kernel > 16)
+        return free(rows), free(best), free(arg), -1;
+    for (int i = 0; i < kernel; i++) held[i] = -1;
+    for (int64_t r = begin; r < end; r++) {
+        int64_t n = r / out_h, oh = r % out_h;
+        const char *slot[16];
+        for (int kh = 0; kh < kernel; kh++) {
+            int64_t h = n * height + oh * stride + kh; /* the input row, counted over the batch */
+            char *buffer = rows + (size_t)(h % kernel) * row * element;
+            if (held[h % kernel] != h) {
+                const char *source = x + (size_t)h * row * element;
+                if (is_bf16)
+                    lrn_forward_bf16(source, buffer, 0, width, channels, groups, size, alpha, beta, k, relu);
+                else
+                    lrn_forward_f32(source, buffer, 0, width, channels, groups, size, alpha, beta, k, relu);
+                held[h % kernel] = h;
+            }
+            slot[kh] = buffer;
+        }
+        char *out = p + (size_t)r * out_w * channels * element;
+        uint8_t *codes = code + (size_t)r * out_w * channels;
+        for (int ow = 0; ow < out_w; ow++) { /* over the channels innermost, which vectorises */
+            const char *corner = slot[0] + (size_t)ow * stride * channels * element;
+            for (int c = 0; c < channels; c++) best[c] = LOAD(corner, c), arg[c] = 0;
+            for (int kh = 0; kh < kernel; kh++)
+                for (int kw = 0; kw < kernel; kw++) {
+                    const char *at = slot[kh] + ((size_t)ow * stride + kw) * channels * element;
+                    uint8_t which = (uint8_t)(kh * kernel + kw);
+                    for (int c = 0; c < channels; c++) {
+                        float v = LOAD(at, c);
+                        int better = v > best[c];
+                        best[c] = better ? v : best[c];
+                        arg[c] = better ? which : arg[c];
+                    }
+                }
+            for (int c = 0; c < channels; c++) STORE(out, (size_t)ow * channels + c, best[c]);
+            memcpy(codes + (size_t)ow * channels, arg, (size_t)channels);
+        }
+    }
+    free(rows), free(best), free(arg);
+    return 0;
+}
+
+static inline __attribute__((always_inline)) int pool_backward(const char *x, const char *gp, const uint8_t *code,
+                                                               char *dx, POOL_ARGUMENTS, int is_bf16) {
+    size_t element = is_bf16 ? sizeof(bf16) : sizeof(float), row = (size_t)width * channels;
+    int out_h = (height - kernel) / stride + 1, out_w = (width - kernel) / stride + 1;
+    float *sums = malloc(row * sizeof(float));
+    char *grad = malloc(row * element);
+    if (!sums || !grad)
+        return free(sums), free(grad), -1;
+    for (int64_t r = begin; r < end; r++) {
+        int64_t n = r / height, h = r % height;
+        for (size_t i = 0; i < row; i++) sums[i] = 0.0f;
+        int64_t first = h - kernel + 1 <= 0 ? 0 : (h - kernel + 1 + stride - 1) / stride, last = h / stride;
+        for (int64_t oh = first; oh <= last && oh < out_h; oh++) {
+            int kh = (int)(h - oh * stride);
+            const char *g = gp + (size_t)(n * out_h + oh) * out_w * channels * element;
+            const uint8_t *codes = code + (size_t)(n * out_h + oh) * out_w * channels;
+            for (int ow = 0; ow < out_w; ow++)
+                for (int kw = 0; kw < kernel; kw++) {
+                    float *into = sums + ((size_t)ow * stride + kw) * channels;
+                    const uint8_t *c_codes = codes + (size_t)ow * channels;
+                    size_t at = (size_t)ow * channels;
+                    for (int c = 0; c < channels; c++) {
+                        float sum = into[c] + (c_codes[c] == kh * kernel + kw ? LOAD(g, at + c) : 0.0f);
+                        into[c] = is_bf16 ? from_bf16(to_bf16(sum)) : sum; /* summed in the storage type */
+                    }
+                }
+        }
+        for (size_t i = 0; i < row; i++) STORE(grad, i, sums[i]);
+        size_t at = (size_t)r * row * element;
+        if (is_bf16)
+            lrn_backward_bf16(x + at, grad, dx + at, 0, width, channels, groups, size, alpha, beta, k, relu);
+        else
+            lrn_backward_f32(x + at, grad, dx + at, 0, width, channels, groups, size, alpha, beta, k, relu);
+    }
+    free(sums), free(grad);
+    return 0;
+}
+
+VECTORISED int lrn_pool_forward_f32(const void *x, void *p, uint8_t *code, POOL_ARGUMENTS) {
+    return pool_forward(x, p, code, begin, end, height, width, channels, groups, size, alpha, beta, k, relu, kernel,
+                        stride, 0);
+}
+
+VECTORISED int lrn_pool_forward_bf16(const void *x, void *p, uint8_t *code, POOL_ARGUMENTS) {
+    return pool_forward(x, p, code, begin, end, height, width, channels, groups, size, alpha, beta, k, relu, kernel,
+                        stride, 1);
+}
+
+VECTORISED int lrn_pool_backward_f32(const void *x, const void *gp, const uint8_t *code, void *dx, POOL_ARGUMENTS) {
+    return pool_backward(x, gp, code, dx, begin, end, height, width, channels, groups, size, alpha, beta, k, relu,
+                         kernel, stride, 0);
+}
+
+VECTORISED int lrn_pool_backward_bf16(const void *x, const void *gp, const uint8_t *code, void *dx, POOL_ARGUMENTS) {
+    return pool_backward(x, gp, code, dx, begin, end, height, width, channels, groups, size, alpha, beta, k, relu,
+                         kernel, stride, 1);
 }

@@ -39,6 +39,10 @@ def _library() -> ctypes.CDLL | None:
     for suffix in _FUNCTIONS.values():
         getattr(library, f"lrn_forward_{suffix}").argtypes = [ctypes.c_void_p] * 2 + sizes + constants
         getattr(library, f"lrn_backward_{suffix}").argtypes = [ctypes.c_void_p] * 3 + sizes + constants
+        pool = [ctypes.c_int64, ctypes.c_int64] + [ctypes.c_int] * 5 + constants + [ctypes.c_int] * 2
+        for name, pointers in (("lrn_pool_forward", 3), ("lrn_pool_backward", 4)):
+            function = getattr(library, f"{name}_{suffix}")
+            function.argtypes, function.restype = [ctypes.c_void_p] * pointers + pool, ctypes.c_int
     library.lrn_max_tower.restype = library.lrn_max_size.restype = library.lrn_avx512.restype = ctypes.c_int
     return library
 
@@ -78,20 +82,23 @@ def lrn_supported(x: torch.Tensor, size: int, groups: int) -> bool:
 
 
 def _run(name: str, tensors: list[torch.Tensor], rows: int, *arguments) -> None:
-    """``lrn.c``'s ``name`` over ``rows`` pixels, split between torch's threads (ctypes lets go of the GIL)."""
+    """``lrn.c``'s ``name`` over ``rows`` rows (pixels, or rows of pixels), split between torch's threads (ctypes
+    lets go of the GIL)."""
     function = getattr(_library(), f"{name}_{_FUNCTIONS[tensors[0].dtype]}")
     pointers = [t.data_ptr() for t in tensors]
     threads = max(1, min(torch.get_num_threads(), rows // 64))
-    if threads == 1:
-        function(*pointers, 0, rows, *arguments)
-        return
     step = math.ceil(rows / threads)
-    calls = [
-        _pool(threads, os.getpid()).submit(function, *pointers, begin, min(begin + step, rows), *arguments)
-        for begin in range(0, rows, step)
-    ]
-    for call in calls:
-        call.result()
+    if threads == 1:
+        results = [function(*pointers, 0, rows, *arguments)]
+    else:
+        pool = _pool(threads, os.getpid())
+        calls = [
+            pool.submit(function, *pointers, begin, min(begin + step, rows), *arguments)
+            for begin in range(0, rows, step)
+        ]
+        results = [call.result() for call in calls]
+    if any(result == -1 for result in results):
+        raise MemoryError(f"{name}: no memory for the kernels' row buffers")
 
 
 def lrn_forward(
@@ -119,4 +126,55 @@ def lrn_backward(
     grad = grad.to(x.dtype).contiguous(memory_format=torch.channels_last)
     dx = torch.empty_like(x, memory_format=torch.channels_last)
     _run("lrn_backward", [x, grad, dx], x.numel() // x.shape[1], x.shape[1], groups, size, alpha, beta, k, relu)
+    return dx
+
+
+def lrn_pool_supported(x: torch.Tensor, size: int, groups: int, pool: torch.nn.MaxPool2d) -> bool:
+    """Whether ``lrn_pool_forward`` takes ``x`` and ``pool``: as ``lrn_supported``, and a square max-pool without
+    padding, dilation, ceil mode or indices, with windows of at most 15 x 15 that fit the map."""
+    kernel, stride = pool.kernel_size, pool.stride
+    return (
+        lrn_supported(x, size, groups) and isinstance(kernel, int) and isinstance(stride, int)
+        and pool.padding == 0 and pool.dilation == 1 and not pool.ceil_mode and not pool.return_indices
+        and 0 < kernel <= 15 and stride > 0 and kernel <= min(x.shape[-2:])
+    )  # fmt: skip
+
+
+def _pool_arguments(x: torch.Tensor, size, alpha, beta, k, groups, relu, kernel, stride) -> tuple:
+    _, channels, height, width = x.shape
+    return height, width, channels, groups, size, alpha, beta, k, relu, kernel, stride
+
+
+def lrn_pool_forward(
+    x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int, relu: bool, kernel: int, stride: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``max_pool2d(lrn_forward(x, ...), kernel, stride)`` without writing the layer's output, and each window's
+    argmax as a byte (``kh * kernel + kw``, the first maximum), for ``lrn_pool_backward``."""
+    n, channels, height, width = x.shape
+    shape = (n, channels, (height - kernel) // stride + 1, (width - kernel) // stride + 1)
+    pooled = torch.empty(shape, dtype=x.dtype, memory_format=torch.channels_last)
+    argmax = torch.empty(shape, dtype=torch.uint8, memory_format=torch.channels_last)
+    arguments = _pool_arguments(x, size, alpha, beta, k, groups, relu, kernel, stride)
+    _run("lrn_pool_forward", [x, pooled, argmax], n * shape[2], *arguments)
+    return pooled, argmax
+
+
+def lrn_pool_backward(
+    x: torch.Tensor,
+    grad: torch.Tensor,
+    argmax: torch.Tensor,
+    size: int,
+    alpha: float,
+    beta: float,
+    k: float,
+    groups: int,
+    relu: bool,
+    kernel: int,
+    stride: int,
+) -> torch.Tensor:
+    """The gradient of ``lrn_pool_forward`` by ``x``, given that of the pooled map and the forward pass's argmax."""
+    grad = grad.to(x.dtype).contiguous(memory_format=torch.channels_last)
+    dx = torch.empty_like(x, memory_format=torch.channels_last)
+    arguments = _pool_arguments(x, size, alpha, beta, k, groups, relu, kernel, stride)
+    _run("lrn_pool_backward", [x, grad, argmax, dx], x.shape[0] * x.shape[2], *arguments)
     return dx
