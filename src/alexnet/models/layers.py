@@ -130,20 +130,22 @@ def tap_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel: int, padding: i
 
 
 class Sequential(nn.Sequential):
-    """``nn.Sequential`` (the same modules, ``state_dict`` keys and printout) that runs two pairs of layers in a
+    """``nn.Sequential`` (the same modules, ``state_dict`` keys and printout) that runs some runs of layers in a
     cheaper way with the same bits, forward and backward:
 
-    - a ReLU and the ``LocalResponseNorm`` after it, where the LRN kernels take the map, as one operation: the
-      kernels apply the ReLU as they read its input, and mask the gradient by it as they write theirs. Op by op,
-      the ReLUs over ``alexnet_paper``'s conv1 and conv2 maps are a pass over memory forward and two backward:
-      about 90 ms of each training step (bf16, batch 128, 2 cores of an AMX Xeon, torch's profiler), the kernels
-      8 ms more (2026-12-05);
+    - a ``LocalResponseNorm`` where its compiled kernels take the map, with the ReLU before it and the max-pool
+      after it, as one operation: the kernels apply the ReLU as they read its input and pool the layer's output
+      from a buffer a row of pixels at a time, so the full-size output is never written (nor, backward, its
+      gradient), and mask the gradient by the ReLU as they write theirs. Op by op, ``alexnet_paper``'s conv1 and
+      conv2 ReLUs were about 90 ms of each training step (bf16, batch 128, 2 cores of an AMX Xeon, torch's
+      profiler), and the LRN layers and their pools 109 ms forward and backward, against 58 for the three in one
+      (2026-12-05);
     - a ReLU and the max-pool after it, in the other order: max-pooling commutes with the ReLU (a window's
       maximum is positive where and only where its ReLU'd maximum is, and then at the same place), so the ReLU
       runs on the pooled map, a quarter of the size for 3/2 and 2/2 pools. ``alexnet``'s training step at batch
-      128 in bf16 went from 608-623 to 549-565 ms on the same machine.
+      128 in bf16 went from 587-608 to 537-553 ms on the same machine.
 
-    A pair whose layers have hooks, which would see different inputs, runs as written; so does everything under
+    A run whose layers have hooks, which would see different inputs, runs as written; so does everything under
     ``torch.compile`` and the exporters, which see the layers in order.
     """
 
