@@ -211,8 +211,8 @@ class LocalResponseNorm(nn.Module):
 
     On a CPU, for channels_last maps in float32 or bf16, the layer runs on compiled kernels instead
     (``native``, ``_NativeLRN``), with or without gradients: one pass over memory forward and one backward,
-    where the formula above makes about a dozen, and the ReLU before it inside them (``Sequential``). They are
-    used where the install built them.
+    where the formula above makes about a dozen, with the ReLU before it and the max-pool after it inside them
+    (``Sequential``). They are used where the install built them.
     """
 
     def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0, groups: int = 1):

@@ -11,7 +11,12 @@
  *
  * With `relu` set, the kernels take the preceding ReLU's input instead of its output: x above is max(input, 0),
  * and the backward pass's result is the gradient by that input (zero where it is not positive). The ReLU's own
- * passes over the map, forward and backward, are then saved (see Sequential in layers.py). */
+ * passes over the map, forward and backward, are then saved (see Sequential in layers.py). The lrn_pool_ kernels
+ * at the end also do the max-pool after the layer.
+ *
+ * Three implementations: plain C loops over blocks of towers (any window and exponent; gcc vectorises them for
+ * each x86-64 level), AVX-512 code for the paper's window on whole 16-channel vectors, and the pooling kernels,
+ * which call either on a row of pixels at a time. */
 
 #include <math.h>
 #include <stdint.h>

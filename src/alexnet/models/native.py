@@ -39,8 +39,9 @@ def _library() -> ctypes.CDLL | None:
     sizes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_int]
     constants = [ctypes.c_float] * 3 + [ctypes.c_int]  # alpha, beta, k; relu
     for suffix in _FUNCTIONS.values():
-        getattr(library, f"lrn_forward_{suffix}").argtypes = [ctypes.c_void_p] * 2 + sizes + constants
-        getattr(library, f"lrn_backward_{suffix}").argtypes = [ctypes.c_void_p] * 3 + sizes + constants
+        for name, pointers in (("lrn_forward", 2), ("lrn_backward", 3)):
+            function = getattr(library, f"{name}_{suffix}")
+            function.argtypes, function.restype = [ctypes.c_void_p] * pointers + sizes + constants, None
         pool = [ctypes.c_int64, ctypes.c_int64] + [ctypes.c_int] * 5 + constants + [ctypes.c_int] * 2
         for name, pointers in (("lrn_pool_forward", 3), ("lrn_pool_backward", 4)):
             function = getattr(library, f"{name}_{suffix}")
@@ -115,14 +116,7 @@ def lrn_forward(
 
 
 def lrn_backward(
-    x: torch.Tensor,
-    grad: torch.Tensor,
-    size: int,
-    alpha: float,
-    beta: float,
-    k: float,
-    groups: int,
-    relu: bool = False,
+    x: torch.Tensor, grad: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int, relu: bool = False
 ) -> torch.Tensor:
     """The gradient of ``lrn_forward`` by ``x`` (with ``relu``, through the ReLU), given that of its result."""
     grad = grad.to(x.dtype).contiguous(memory_format=torch.channels_last)
