@@ -1,4 +1,4 @@
-"""``layers.Sequential``: the pairs of layers it runs in a cheaper way give the bits of the layers in order."""
+"""``layers.Sequential``: the runs of layers it does in a cheaper way give the bits of the layers in order."""
 
 import pytest
 import torch
@@ -22,27 +22,29 @@ def _features_step(model, images, upstream, bf16: bool, fused: bool):
     return [out.detach(), x.grad] + [p.grad.clone() for p in model.features.parameters()]
 
 
-def _relu_inputs(monkeypatch) -> list[tuple[nn.Module, torch.Size]]:
-    """Each ReLU call from now on, with the shape it was given."""
+def _calls(monkeypatch, kind: type[nn.Module]) -> list[tuple[nn.Module, torch.Size]]:
+    """Each call of a ``kind`` module's forward from now on, with the shape it was given."""
     calls = []
-    relu = nn.ReLU.forward
-    monkeypatch.setattr(nn.ReLU, "forward", lambda self, x: calls.append((self, x.shape)) or relu(self, x))
+    forward = kind.forward
+    monkeypatch.setattr(kind, "forward", lambda self, x: calls.append((self, x.shape)) or forward(self, x))
     return calls
 
 
 @pytest.mark.parametrize("bf16", [False, True])
 def test_alexnet_papers_relus_run_inside_the_lrn_kernels_with_the_same_bits(bf16, monkeypatch):
-    """``Sequential`` hands conv1's and conv2's ReLUs to the LRN layers after them (three of the five ReLUs run
-    as modules) and the features' output and every gradient are those of the layers one after another."""
+    """``Sequential`` hands conv1's and conv2's ReLUs and max-pools to the LRN layers between them (three of the
+    five ReLUs and one of the three pools run as modules) and the features' output and every gradient are those
+    of the layers one after another."""
     assert native.available()
     torch.manual_seed(0)
     model = get_model("alexnet_paper", num_classes=5).to(memory_format=torch.channels_last)
     images = torch.randn(2, 3, 99, 99).contiguous(memory_format=torch.channels_last)
     upstream = torch.randn(2, 256, 2, 2)
     layered = _features_step(model, images, upstream, bf16, fused=False)
-    calls = _relu_inputs(monkeypatch)
+    relus, pools = _calls(monkeypatch, nn.ReLU), _calls(monkeypatch, nn.MaxPool2d)
     fused = _features_step(model, images, upstream, bf16, fused=True)
-    assert [module for module, _ in calls] == [model.features[9], model.features[11], model.features[13]]
+    assert [module for module, _ in relus] == [model.features[9], model.features[11], model.features[13]]
+    assert [module for module, _ in pools] == [model.features[14]]
     for ours, theirs in zip(fused, layered, strict=True):
         assert torch.equal(ours, theirs)
 
@@ -51,7 +53,8 @@ def test_alexnet_papers_relus_run_inside_the_lrn_kernels_with_the_same_bits(bf16
 @pytest.mark.parametrize("bf16", [False, True])
 def test_relus_before_max_pools_run_on_the_pooled_maps_with_the_same_bits(name, bf16, monkeypatch):
     """A ReLU followed by a max-pool runs after it, on the pooled map: the same output and gradients, to the
-    bit. Negative and tied inputs included: maps of a quarter zeros (tied maxima) and half negatives."""
+    bit, with every other row of the images zero (tied maxima in conv1's maps) and about half of each map
+    negative (windows whose maximum is not positive)."""
     torch.manual_seed(0)
     model = get_model(name, num_classes=5).to(memory_format=torch.channels_last)
     images = torch.randn(2, 3, 67, 67)
@@ -60,7 +63,7 @@ def test_relus_before_max_pools_run_on_the_pooled_maps_with_the_same_bits(name, 
     with torch.no_grad():
         upstream = torch.randn_like(model.features(images).float())
     layered = _features_step(model, images, upstream, bf16, fused=False)
-    calls = _relu_inputs(monkeypatch)
+    calls = _calls(monkeypatch, nn.ReLU)
     fused = _features_step(model, images, upstream, bf16, fused=True)
     pools = [i for i, m in enumerate(model.features) if isinstance(m, nn.MaxPool2d)]
     before_pools = {model.features[i - 1] for i in pools if isinstance(model.features[i - 1], nn.ReLU)}
