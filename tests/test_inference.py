@@ -22,13 +22,26 @@ class MeanLogits(nn.Module):
         return torch.stack([m, -m], 1)
 
 
-def test_views_are_softmax_averaged_in_one_forward_pass():
+def test_views_of_small_batches_are_softmax_averaged_in_one_forward_pass():
     model = MeanLogits()
     views = torch.stack([torch.full((3, 1, 2, 2), v) for v in (0.0, 1.0, 2.0)])  # (V=3, N=3, ...)
     out = average_views(model, views)
     expected = torch.stack([torch.tensor([v, -v]).softmax(0) for v in (0.0, 1.0, 2.0)]).mean(0)
     torch.testing.assert_close(out, expected.expand(3, 2))
     assert (model.calls, model.images) == (1, 9)
+
+
+def test_views_of_large_batches_run_a_view_or_more_a_pass():
+    """Up to ``PASS_IMAGES`` images a pass, whole views: 3 views of 200 images in three passes, 4 views of 100 in
+    two; the same probabilities as one pass."""
+    for views_count, n, passes in [(3, 200, 3), (4, 100, 2)]:
+        model = MeanLogits()
+        values = torch.arange(views_count * n, dtype=torch.float32).reshape(views_count, n) / (views_count * n)
+        views = values[:, :, None, None, None].expand(views_count, n, 1, 2, 2)
+        out = average_views(model, views)
+        expected = torch.stack([values, -values], -1).softmax(-1).mean(0)
+        torch.testing.assert_close(out, expected)
+        assert (model.calls, model.images) == (passes, views_count * n)
 
 
 def test_ten_crop_runs_ten_views_per_image_in_a_single_call(tmp_path):
