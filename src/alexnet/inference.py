@@ -65,14 +65,11 @@ def average_views(model: nn.Module, views: torch.Tensor) -> torch.Tensor:
     """Mean softmax over the views (V, N, C, S, S) -> (N, K) float32, in passes of whole views holding up to
     ``PASS_IMAGES`` images (one view a pass at least; all in one pass where they fit)."""
     v, n = views.shape[:2]
-    per_pass = max(1, PASS_IMAGES // n)
-    total = None
     with torch.inference_mode():
-        for first in range(0, v, per_pass):
-            chunk = views[first : first + per_pass]
-            logits = model(chunk.reshape(len(chunk) * n, *views.shape[2:]))
-            summed = F.softmax(logits.float(), -1).reshape(len(chunk), n, -1).sum(0)
-            total = summed if total is None else total + summed
+        total = sum(
+            F.softmax(model(chunk.reshape(-1, *views.shape[2:])).float(), -1).reshape(len(chunk), n, -1).sum(0)
+            for chunk in views.split(max(1, PASS_IMAGES // n))
+        )
     return total / v
 
 

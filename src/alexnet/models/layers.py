@@ -169,7 +169,7 @@ class Sequential(nn.Sequential):
         lrn = modules[int(relu)] if len(modules) > int(relu) else None
         if isinstance(lrn, LocalResponseNorm) and lrn.on_kernels(x):
             after = modules[int(relu) + 1] if len(modules) > int(relu) + 1 else None
-            if isinstance(after, nn.MaxPool2d) and not _hooked(after) and lrn.pools(x, after):
+            if isinstance(after, nn.MaxPool2d) and not _hooked(after):  # the layer pools on the kernels if it can
                 return int(relu) + 2, lrn(x, relu=relu, pool=after)
             if relu:
                 return 2, lrn(x, relu=True)
@@ -236,7 +236,7 @@ class LocalResponseNorm(nn.Module):
 
     def pools(self, x: torch.Tensor, pool: nn.MaxPool2d) -> bool:
         """Whether ``forward`` runs ``x`` with ``pool`` after the layer on the compiled kernels, as one operation."""
-        return self.on_kernels(x) and native.lrn_pool_supported(x, self.size, self.groups, pool)
+        return not _tracing() and native.lrn_pool_supported(x, self.size, self.groups, pool)
 
     def forward(self, x: torch.Tensor, relu: bool = False, pool: nn.MaxPool2d | None = None) -> torch.Tensor:
         """The layer of ``x``; with ``relu``, of ``x.relu()``; with ``pool``, followed by it: each done inside the
