@@ -1,7 +1,10 @@
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
 
+from alexnet.data.augment import Preprocess
 from alexnet.errors import InputError
 from alexnet.inference import average_views, load_classifier, resolve_dtype
 
@@ -56,6 +59,26 @@ def test_ten_crop_runs_ten_views_per_image_in_a_single_call(tmp_path):
     hook.remove()
     assert (counter.calls, counter.images) == (1, 60)
     torch.testing.assert_close(out, expected_probabilities().expand(6, 10))
+
+
+def test_test_views_are_made_model_inputs_a_pass_at_a_time(tmp_path, monkeypatch):
+    """``probabilities`` crops the stored uint8 pixels and normalises a pass of views at a time: the same
+    probabilities, to the bit, as all views normalised first (``Preprocess.evaluate``)."""
+    classifier = replace(load_classifier(write_model_dir(tmp_path / "m"), precision="fp32"), model=MeanLogits())
+    images = torch.randint(0, 256, (60, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    crops = classifier.preprocess.test_crops(images, "ten-crop")
+    assert crops.dtype == torch.uint8 and crops.shape == (10, 60, 1, 28, 28)
+    whole = average_views(classifier.model, classifier.preprocess.evaluate(images, "ten-crop"))
+    assert len(set(whole[:, 0].tolist())) > 1  # the images' probabilities differ: the check below can fail
+    finish, passes = Preprocess.finish_views, []
+
+    def counted(self, views, dtype=torch.float32):
+        passes.append(len(views))
+        return finish(self, views, dtype)
+
+    monkeypatch.setattr(Preprocess, "finish_views", counted)
+    assert torch.equal(classifier.probabilities(images, "ten-crop"), whole)
+    assert passes == [4, 4, 2]  # 256 // 60 = 4 views a pass
 
 
 def test_checkpoint_inside_a_run_loads_its_model_weights(tmp_path):

@@ -9,8 +9,9 @@ directory of an ensemble trained in one command (``--members N``), which stands 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -50,8 +51,8 @@ class Classifier:
 
     def probabilities(self, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
         """uint8 (N, C, H, W) stored images -> (N, K) class probabilities, softmax averaged over the views."""
-        views = self.preprocess.evaluate(images.to(self.device), tta, dtype=self.dtype)
-        return average_views(self.model, views)
+        crops = self.preprocess.test_crops(images.to(self.device), tta)
+        return average_views(self.model, crops, partial(self.preprocess.finish_views, dtype=self.dtype))
 
 
 # Images in one forward pass when test views are averaged: whole views, as many as fit (one at least). All ten
@@ -61,13 +62,18 @@ class Classifier:
 PASS_IMAGES = 256
 
 
-def average_views(model: nn.Module, views: torch.Tensor) -> torch.Tensor:
-    """Mean softmax over the views (V, N, C, S, S) -> (N, K) float32, in passes of whole views holding up to
-    ``PASS_IMAGES`` images (one view a pass at least; all in one pass where they fit)."""
+def average_views(
+    model: nn.Module, views: torch.Tensor, finish: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> torch.Tensor:
+    """Mean softmax over the views (V, N, ...) -> (N, K) float32, in passes of whole views holding up to
+    ``PASS_IMAGES`` images (one view a pass at least; all in one pass where they fit). ``finish``, when given,
+    turns each pass's views into model inputs (``Preprocess.finish_views`` on ``test_crops``), so that only
+    one pass is ever held as float."""
     v, n = views.shape[:2]
+    prepare = finish or (lambda chunk: chunk)
     with torch.inference_mode():
         total = sum(
-            F.softmax(model(chunk.reshape(-1, *views.shape[2:])).float(), -1).reshape(len(chunk), n, -1).sum(0)
+            F.softmax(model(prepare(chunk).flatten(0, 1)).float(), -1).reshape(len(chunk), n, -1).sum(0)
             for chunk in views.split(max(1, PASS_IMAGES // n))
         )
     return total / v

@@ -351,19 +351,27 @@ class Preprocess:
         """Deterministic views: (V, N, channels, S, S) with V = 1 (``none``: centre crop), 2 (``flip``),
         6 (``flip-translate``: the centre crop shifted by one pixel both ways, and mirrors) or 10
         (``ten-crop``: corners and centre of the stored image, padded as training padded it when it is no
-        larger than the input, and their mirrors)."""
+        larger than the input, and their mirrors). ``test_crops`` then ``finish_views``."""
+        return self.finish_views(self.test_crops(images, tta), dtype)
+
+    def test_crops(self, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
+        """``evaluate``'s views of uint8 (N, C, H, W) images as stored pixels, not yet normalised or resized:
+        (V, N, C, s, s) in the images' dtype, a quarter of the bytes of float32 inputs."""
         side = min(images.shape[-1], self.image_size)
         if tta == "flip-translate":
-            views = flip_translate_views(center_crop(images, side))
-        elif tta == "ten-crop":
+            return flip_translate_views(center_crop(images, side))
+        if tta == "ten-crop":
             padding = self.padding if images.shape[-1] <= self.image_size else 0
-            views = ten_crops(images, side, padding)
-        else:
-            views = center_crop(images, side).unsqueeze(0)
-            if tta == "flip":
-                views = torch.cat([views, views.flip(-1)])
-            elif tta != "none":
-                raise ValueError(f"unknown test-time augmentation {tta!r}; use {', '.join(TTA_MODES)}")
+            return ten_crops(images, side, padding)
+        views = center_crop(images, side).unsqueeze(0)
+        if tta == "flip":
+            return torch.cat([views, views.flip(-1)])
+        if tta != "none":
+            raise ValueError(f"unknown test-time augmentation {tta!r}; use {', '.join(TTA_MODES)}")
+        return views
+
+    def finish_views(self, views: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """``test_crops``' (V, N, C, s, s) -> model inputs (V, N, channels, S, S) in ``dtype``."""
         v, n = views.shape[:2]
         out = self._finish(views.reshape(v * n, *views.shape[2:]), None, dtype)
         return out.reshape(v, n, *out.shape[1:])
