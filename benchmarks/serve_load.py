@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from alexnet.serve.ready import NotUp, wait_until_up
+
 from common import parse_args, report, report_peaks
 
 
@@ -61,21 +63,6 @@ async def _load(url: str, body: bytes, requests: int, concurrency: int) -> tuple
     return latencies, errors
 
 
-def _wait_until_up(url: str, server: subprocess.Popen, seconds: float = 60.0) -> None:
-    """Return once ``url``'s ``/healthz`` answers 200; exit with one line if the server stops or stays silent."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"serve_load: `alexnet serve` exited with status {server.returncode} before answering")
-        try:
-            if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx2.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"serve_load: {url}/healthz did not answer 200 within {seconds:.0f} s")
-
-
 def run(source: Path, name: str, requests: int, concurrency: int, size: int) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -84,7 +71,10 @@ def run(source: Path, name: str, requests: int, concurrency: int, size: int) -> 
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_up(url, server)
+        try:
+            wait_until_up(url, server)
+        except NotUp as e:
+            raise SystemExit(f"serve_load: {e}") from None
         png = io.BytesIO()
         Image.fromarray(np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)).save(png, "PNG")
         body = png.getvalue()

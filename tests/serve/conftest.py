@@ -2,16 +2,22 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
-import httpx2
 import pytest
+
+from alexnet.serve.ready import NotUp, wait_until_up
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A loopback port nothing listens on."""
+    return free_port()
 
 
 @pytest.fixture
@@ -27,16 +33,11 @@ def server():
         )  # fmt: skip
         started.append(process)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.stdout.read()
-            try:
-                if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    return url, process
-            except httpx2.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not answer in 60 s"
-            time.sleep(0.2)
+        try:
+            wait_until_up(url, process)
+        except NotUp as e:
+            pytest.fail(f"{e}: {process.stdout.read() if process.poll() is not None else ''}")
+        return url, process
 
     yield start
     for process in started:
