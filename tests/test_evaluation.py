@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 
+from alexnet import evaluation
 from alexnet.errors import InputError
 from alexnet.evaluation import evaluate, format_report
 from alexnet.modelcard import DataSpec
@@ -134,3 +135,29 @@ def test_an_ensemble_of_models_with_different_classes_is_refused(tmp_path, mnist
     with pytest.raises(InputError, match=rf"^{second}: its 10 classes \(0, 1, 2, 3 \.\.\.\) are not {first}'s 10"):
         evaluate([first, second], root=mnist_root, precision="fp32")
     assert not list(first.glob("eval-*"))
+
+
+def test_several_splits_load_the_models_and_the_data_once(tmp_path, mnist_root, monkeypatch):
+    spec = DataSpec("mnist", str(mnist_root), val_fraction=0.2, seed=3)
+    (a, _), (b, _) = biased_model(7, 2), biased_model(0, 2)
+    members = [write_model_dir(tmp_path / "a", a, data=spec), write_model_dir(tmp_path / "b", b, data=spec)]
+    one_at_a_time = {s: evaluate(members, split=s, precision="fp32", write=False) for s in ("val", "test")}
+    calls = {"models": 0, "data": 0}
+
+    def counted(name, function):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+
+        monkeypatch.setattr(evaluation, function.__name__, call)
+
+    counted("models", evaluation.load_classifier)
+    counted("data", evaluation.load_splits)
+    together = evaluation.evaluate_splits(members, ("val", "test"), precision="fp32", write=False)
+    assert calls == {"models": 2, "data": 1}
+    assert list(together) == ["val", "test"]
+    for split, report in together.items():
+        assert report["split"] == split and report["n"] == {"val": 10, "test": 20}[split]
+        assert {k: v for k, v in report.items() if k != "images_per_s"} == {
+            k: v for k, v in one_at_a_time[split].items() if k != "images_per_s"
+        }

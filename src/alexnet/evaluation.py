@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,9 +122,29 @@ def evaluate(
     unless ``data``/``root`` override them; an ensemble's members must have held out the same images of
     ``split``. Returns the dict that ``eval-<split>-<tta>.json`` holds.
     """
+    return evaluate_splits(
+        source, (split,), data=data, root=root, tta=tta, batch_size=batch_size, precision=precision,
+        compile=compile, write=write,
+    )[split]  # fmt: skip
+
+
+def evaluate_splits(
+    source: Sources,
+    splits: Sequence[str],
+    *,
+    data: str | None = None,
+    root: Path | str | None = None,
+    tta: str = "none",
+    batch_size: int = 256,
+    precision: str = "auto",
+    compile: bool = False,
+    write: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """``evaluate`` on each of ``splits`` with the models and the data loaded once: {split: report}."""
     check_tta(tta)
-    if split not in SPLITS:
-        raise InputError(f"unknown --split {split!r}; use {', '.join(SPLITS)}")
+    for split in splits:
+        if split not in SPLITS:
+            raise InputError(f"unknown --split {split!r}; use {', '.join(SPLITS)}")
     if batch_size < 1:
         raise InputError(f"--batch-size must be positive, not {batch_size}")
     sources = listed_sources(source)
@@ -139,14 +160,9 @@ def evaluate(
     for classifier in classifiers:
         note_unseen_views(classifier, tta)
     if data is None:  # on the runs' own data every member must have held out the same images
-        for member, classifier in zip(sources[1:], classifiers[1:], strict=True):
-            _same_split(trained, classifier.card.data or DataSpec(name=""), split, (str(sources[0]), str(member)))
+        for split in splits:
+            _check_same_splits(sources, classifiers, trained, split)
         _note_trained_apart([c.card.data for c in classifiers if c.card.data is not None])
-        for member, classifier in zip(sources, classifiers, strict=True):
-            # an ensemble exported as one graph: its own members' splits too
-            for listed, spec in zip(classifier.card.members, classifier.card.member_data(), strict=True):
-                if spec is not None:
-                    _same_split(trained, spec, split, (str(sources[0]), f"{member} (its member {listed['source']})"))
     loaded: dict[int, Dataset] = {}  # one copy of the data per storage size the members were trained at
     for classifier in classifiers:
         if classifier.storage_size not in loaded:
@@ -159,6 +175,38 @@ def evaluate(
                 test_seed=trained.test_seed,
                 storage_size=classifier.storage_size,
             )
+    members = [
+        {"model": c.card.model, "source": str(member), "weights": str(c.weights)}
+        for member, c in zip(sources, classifiers, strict=True)
+    ]
+    reports = {}
+    for split in splits:
+        report = _evaluate_split(classifiers, loaded, split, tta=tta, batch_size=batch_size)
+        report = {"model": ensemble_name([m["model"] for m in members]),
+                  **(members[0] if len(members) == 1 else {"members": members}), **report}  # fmt: skip
+        if write:
+            report["outputs"] = _write_outputs(report, first, ensemble_dir(source))
+        reports[split] = report
+    return reports
+
+
+def _check_same_splits(
+    sources: Sequence[Path | str], classifiers: list[Classifier], trained: DataSpec, split: str
+) -> None:
+    """Every member, and every member of a member exported as one graph, held out the first's ``split``."""
+    for member, classifier in zip(sources[1:], classifiers[1:], strict=True):
+        _same_split(trained, classifier.card.data or DataSpec(name=""), split, (str(sources[0]), str(member)))
+    for member, classifier in zip(sources, classifiers, strict=True):
+        for listed, spec in zip(classifier.card.members, classifier.card.member_data(), strict=True):
+            if spec is not None:
+                _same_split(trained, spec, split, (str(sources[0]), f"{member} (its member {listed['source']})"))
+
+
+def _evaluate_split(
+    classifiers: list[Classifier], loaded: dict[int, Dataset], split: str, *, tta: str, batch_size: int
+) -> dict[str, Any]:
+    """The report's figures for one split: the members' probabilities averaged over ``split`` of their data."""
+    first = classifiers[0]
     dataset = loaded[first.storage_size]
     images = dataset.split(split)
     _classes_match(first.classes, images.classes, dataset.name)
@@ -171,13 +219,7 @@ def evaluate(
         scores = predict_split(classifier, member_images.images, tta=tta, batch_size=batch_size)
         probabilities += scores / len(classifiers)
     seconds = time.perf_counter() - start
-    members = [
-        {"model": c.card.model, "source": str(member), "weights": str(c.weights)}
-        for member, c in zip(sources, classifiers, strict=True)
-    ]
-    report = {
-        "model": ensemble_name([m["model"] for m in members]),
-        **(members[0] if len(members) == 1 else {"members": members}),
+    return {
         "data": dataset.name,
         "split": split,
         "tta": tta,
@@ -187,9 +229,6 @@ def evaluate(
         "backend": first.backend,
         "classes": list(first.classes),
     }  # fmt: skip
-    if write:
-        report["outputs"] = _write_outputs(report, first, ensemble_dir(source))
-    return report
 
 
 def _write_outputs(report: dict[str, Any], classifier: Classifier, home: Path | None) -> dict[str, str]:

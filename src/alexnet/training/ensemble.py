@@ -93,17 +93,15 @@ def _train_members(config: TrainConfig, run_dir: Path, callbacks: Sequence) -> l
 
 def _finish(config: TrainConfig, run_dir: Path, reports: list[dict[str, Any]]) -> dict[str, Any]:
     """Validate and test the members as one ensemble (the splits the run has) and write its ``report.json``."""
-    from alexnet.evaluation import evaluate
+    from alexnet.evaluation import evaluate_splits
     from alexnet.inference import ensemble_name
 
     first = reports[0]
     tested = all(r.get("test_top1") is not None for r in reports)
-
-    def on(split: str) -> dict[str, Any]:
-        return evaluate(run_dir, split=split, tta=config.tta, precision=config.precision)
-
-    validated = on("val") if config.val_fraction > 0 else {}
-    figures = on("test") if tested else validated
+    splits = ("val",) * (config.val_fraction > 0) + ("test",) * tested
+    evaluated = evaluate_splits(run_dir, splits, tta=config.tta, precision=config.precision) if splits else {}
+    validated = evaluated.get("val", {})
+    figures = evaluated.get("test", validated)
     test = {}
     if tested:
         test = {"test_top1": figures["top1"], "test_top5": figures["top5"], "test_loss": figures["loss"],
