@@ -90,9 +90,10 @@ class EnsembleGraph(nn.Module):
         return torch.logsumexp(torch.stack(log_probabilities), 0) - math.log(len(self.members))
 
 
-def _ensemble_card(sources: Sequence[Path | str], members: Sequence[Classifier]) -> ModelCard:
+def _ensemble_card(sources: Sequence[Path | str], members: Sequence[Classifier], test_top1: float | None) -> ModelCard:
     """The card of an ensemble exported as one graph: the first member's classes, input and data, the members
-    listed; no test figure (``alexnet evaluate`` on the exported file measures one)."""
+    listed; ``test_top1``: the ensemble run directory's figure, where it was one (``inference.ensemble_top1``;
+    else ``alexnet evaluate`` on the exported file measures one)."""
     for source, member in zip(sources[1:], members[1:], strict=True):
         theirs, ours = member.card.preprocess, members[0].card.preprocess
         if (theirs.image_size, theirs.channels, theirs.padding) != (ours.image_size, ours.channels, ours.padding):
@@ -107,7 +108,7 @@ def _ensemble_card(sources: Sequence[Path | str], members: Sequence[Classifier])
         for s, m in zip(sources, members, strict=True)
     )  # fmt: skip
     name = ensemble_name([m.card.model for m in members])
-    return replace(members[0].card, model=name, model_kwargs={}, test_top1=None, members=listed)
+    return replace(members[0].card, model=name, model_kwargs={}, test_top1=test_top1, members=listed)
 
 
 def export_onnx(
@@ -128,14 +129,14 @@ def export_onnx(
     for member in sources:
         if Path(member).suffix == ".onnx":
             raise InputError(f"{member}: already an ONNX model; export a run, model directory or checkpoint")
-    loaded = load_ensemble(sources, precision="fp32", device="cpu")
+    loaded = load_ensemble(source, precision="fp32", device="cpu")
     members = loaded.members if isinstance(loaded, Ensemble) else (loaded,)
     for member in members:
         member.model.to(memory_format=torch.contiguous_format)
     if len(members) == 1:
         model, card = members[0].model, members[0].card
     else:
-        model, card = EnsembleGraph(members).eval(), _ensemble_card(sources, members)
+        model, card = EnsembleGraph(members).eval(), _ensemble_card(sources, members, loaded.test_top1)
     first = members[0]
     home = ensemble_dir(source)
     if out is None:

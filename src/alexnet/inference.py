@@ -22,7 +22,14 @@ from alexnet.data.augment import Preprocess
 from alexnet.errors import InputError
 from alexnet.modelcard import FILE_NAME as CARD_FILE
 from alexnet.modelcard import ModelCard
-from alexnet.modeldir import check_one_model, ensemble_members, load_model_dir, model_from_card, read_torch_weights
+from alexnet.modeldir import (
+    check_one_model,
+    ensemble_members,
+    load_model_dir,
+    model_from_card,
+    read_torch_weights,
+    run_report,
+)
 from alexnet.runtime import resolve_precision
 
 Sources = Path | str | Sequence[Path | str]  # one model, or an ensemble's members
@@ -212,6 +219,15 @@ def ensemble_dir(source: Sources) -> Path | None:
     return Path(given[0]) if len(given) == 1 and ensemble_members(Path(given[0])) else None
 
 
+def ensemble_top1(source: Sources) -> float | None:
+    """The test top-1 an ensemble run directory measured of its members together (``report.json``, with the
+    run's test views) when ``source`` is one that finished tested; else None: members given one by one have no
+    figure of their own until ``alexnet evaluate RUN RUN ...`` measures one."""
+    folder = ensemble_dir(source)
+    report = run_report(folder) if folder is not None else None
+    return report.get("test_top1") if report is not None else None
+
+
 def ensemble_name(models: Sequence[str]) -> str:
     """What an ensemble is called in reports, the served page and exported files: "ensemble of 2 (alexnet_cifar,
     alexnet_cifar)"; one model is its own name."""
@@ -224,6 +240,7 @@ class Ensemble:
     member's over the same test-time views (``alexnet predict RUN IMAGES --ensemble RUN``)."""
 
     members: tuple[Classifier, ...]
+    test_top1: float | None = None  # the ensemble's own, where it was trained as one and tested (ensemble_top1)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -239,24 +256,24 @@ class Ensemble:
 
 
 def load_ensemble(
-    sources: Sequence[Path | str], *, precision: str = "auto", compile: bool = False, device: str | None = None
+    source: Sources, *, precision: str = "auto", compile: bool = False, device: str | None = None
 ) -> Classifier | Ensemble:
     """``load_classifier`` of one source, or an ``Ensemble`` of several: members must share the classes and
     the size images are decoded at (a file is decoded once for all of them; ``alexnet evaluate`` takes
     members of different sizes, since its splits are loaded per size). An ensemble run directory stands for
     its members."""
-    sources = listed_sources(sources)
+    sources = listed_sources(source)
     if not sources:
         raise InputError("no model given: give a run or model directory")
     classifiers = [load_classifier(s, precision=precision, compile=compile, device=device) for s in sources]
     if len(classifiers) == 1:
         return classifiers[0]
     check_members(sources, classifiers)
-    for source, classifier in zip(sources[1:], classifiers[1:], strict=True):
+    for member, classifier in zip(sources[1:], classifiers[1:], strict=True):
         if classifier.storage_size != classifiers[0].storage_size:
             raise InputError(
-                f"{source}: its images are decoded at {classifier.storage_size} px, not {sources[0]}'s "
+                f"{member}: its images are decoded at {classifier.storage_size} px, not {sources[0]}'s "
                 f"{classifiers[0].storage_size}; members of different sizes can be evaluated together "
                 f"(alexnet evaluate RUN RUN ...), not predicted"
             )
-    return Ensemble(tuple(classifiers))
+    return Ensemble(tuple(classifiers), ensemble_top1(source))

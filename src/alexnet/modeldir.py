@@ -3,11 +3,16 @@ machine without pickle and without any training state, and the state dicts of ``
 ``.safetensors`` files, always read without running pickled code.
 
 An ensemble run directory (``alexnet train --members N``) holds no model of its own: its members are run
-directories ``member-0`` .. ``member-<N-1>`` inside it (``member_folder``, ``ensemble_members``)."""
+directories ``member-0`` .. ``member-<N-1>`` inside it (``member_folder``, ``ensemble_members``).
+
+A run directory that finished training, one model's or an ensemble's, holds ``report.json`` (``REPORT_FILE``,
+``run_report``): its figures, written last."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -20,6 +25,13 @@ from alexnet.modelcard import FILE_NAME, FORMAT_VERSION, ModelCard
 
 WEIGHTS_FILE = "model.safetensors"
 MEMBER_PREFIX = "member-"
+REPORT_FILE = "report.json"  # written last by a run that finished: its presence marks one
+
+
+def run_report(folder: Path) -> dict[str, Any] | None:
+    """A finished run's ``report.json`` (one model's or an ensemble's), or None where the run did not finish."""
+    path = Path(folder) / REPORT_FILE
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def member_folder(run_dir: Path, index: int) -> Path:

@@ -16,7 +16,7 @@ import torch
 from alexnet.data.decode import decode_image
 from alexnet.data.folder import IMAGE_SUFFIXES, list_images
 from alexnet.errors import InputError, first_line
-from alexnet.inference import Classifier, Ensemble, Sources, listed_sources, load_ensemble, note_unseen_views
+from alexnet.inference import Classifier, Ensemble, Sources, load_ensemble, note_unseen_views
 from alexnet.tta import check_tta
 
 
@@ -105,7 +105,7 @@ def predict(
     """Predictions for image files and folders with the classifier in ``source`` (a run or model directory,
     a checkpoint or an ONNX file), or with an ensemble of several (their class probabilities averaged): a list
     of the dicts ``iter_predictions`` yields, one per image, errors included."""
-    classifier = load_ensemble(listed_sources(source), precision=precision, compile=compile)
+    classifier = load_ensemble(source, precision=precision, compile=compile)
     return list(iter_predictions(classifier, inputs, top_k=top_k, batch_size=batch_size, tta=tta))
 
 

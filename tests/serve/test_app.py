@@ -117,12 +117,15 @@ def test_an_ensemble_serves_its_members_average_and_their_mean_gradcam(tmp_path,
     (a, logits_a), (b, logits_b) = biased_model(7, 2), biased_model(0, 2)
     run = tmp_path / "run"  # laid out as `alexnet train --members 2` lays its members out
     members = [write_model_dir(run / "member-0", a), write_model_dir(run / "member-1", b)]
+    (run / "report.json").write_text('{"test_top1": 0.625}')  # as a tested ensemble run's report says
     average = (logits_a.softmax(0) + logits_b.softmax(0)) / 2
     with TestClient(create_app(members if given == "members" else run, precision="fp32")) as client:
         described = client.get("/model").json()
         assert described["model"] == "ensemble of 2 (alexnet_cifar, alexnet_cifar)"
         assert [m["source"] for m in described["members"]] == [str(m / "model.safetensors") for m in members]
-        assert described["test_top1"] is None and described["gradcam"] is True and described["precision"] == "fp32"
+        # the run directory's own figure; members given one by one have none until evaluated together
+        assert described["test_top1"] == (None if given == "members" else 0.625)
+        assert described["gradcam"] is True and described["precision"] == "fp32"
         answer = client.post("/predict?top_k=3&gradcam=true", content=_png(np.full((28, 28), 90, np.uint8)),
                              headers={"Content-Type": "image/png"})  # fmt: skip
         assert answer.status_code == 200

@@ -607,6 +607,10 @@ def test_an_ensemble_run_directory_is_one_model_to_evaluate_predict_and_export(
     pytest.importorskip("onnxruntime")
     assert main(["export", str(ensemble_run), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["onnx"] == str(ensemble_run / "model.onnx")
+    from alexnet.onnxmodel import read_onnx_card
+
+    # the exported graph carries the figure the ensemble measured, as one model's file carries its own
+    assert read_onnx_card(ensemble_run / "model.onnx").test_top1 == evaluated["top1"]
     # A command of one model names the members to choose from.
     assert main(["features", str(ensemble_run), str(image), "--out", str(tmp_path / "f.npy")]) == 2
     err = capsys.readouterr().err

@@ -161,12 +161,16 @@ static inline __attribute__((always_inline)) void backward_block(const char *x, 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"), always_inline)) static inline
 #define AVX512_ENTRY __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static
 
+/* The CPU check, made once. Worker threads may make it at the same time and store the same value: relaxed
+ * atomics make that a benign race in C's terms too. */
 static int has_avx512(void) {
-    static int known = -1;
+    static int cached = -1;
+    int known = __atomic_load_n(&cached, __ATOMIC_RELAXED);
     if (known < 0) {
         __builtin_cpu_init();
         known = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+        __atomic_store_n(&cached, known, __ATOMIC_RELAXED);
     }
     return known;
 }

@@ -100,8 +100,8 @@ class Service:
             "classes": list(first.classes), "image_size": first.preprocess.image_size,
             "channels": first.preprocess.channels, "backend": _joined([m.backend for m in self.members]),
             "precision": _joined(["bf16" if m.dtype == torch.bfloat16 else "fp32" for m in self.members]),
-            # an ensemble has no measured figure of its own (`alexnet evaluate RUN RUN ...` gives one)
-            "test_top1": first.test_top1 if len(members) == 1 else None,
+            # an ensemble's own figure where its run directory measured one (inference.ensemble_top1)
+            "test_top1": self.classifier.test_top1 if isinstance(self.classifier, Ensemble) else first.test_top1,
             "gradcam": bool(self.explainers), "source": " + ".join(str(m.weights) for m in self.members),
             "members": members,
         }  # fmt: skip
@@ -152,7 +152,7 @@ def create_app(source: Sources, *, max_batch: int = 32, max_bytes: int = MAX_BYT
     from fastapi import Request
     from fastapi.responses import HTMLResponse, JSONResponse
 
-    service = Service(load_ensemble(listed_sources(source), precision=precision), max_batch=max_batch)
+    service = Service(load_ensemble(source, precision=precision), max_batch=max_batch)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

@@ -21,11 +21,11 @@ from typing import Any
 
 from alexnet.atomic import write_text
 from alexnet.errors import InputError
-from alexnet.modeldir import member_folder
+from alexnet.modeldir import REPORT_FILE, member_folder, run_report
 from alexnet.seeding import member_seed
 from alexnet.training.config import TrainConfig, load_resume, write_config
 from alexnet.training.distributed import detect_layout
-from alexnet.training.run import REPORT_FILE, check_run_dir, default_run_dir, train
+from alexnet.training.run import check_run_dir, default_run_dir, train
 
 log = logging.getLogger("alexnet.train")
 
@@ -37,11 +37,6 @@ def member_configs(config: TrainConfig) -> list[TrainConfig]:
         config.replace(members=1, seed=member_seed(config.seed, k), split_seed=config.data_seed, time_budget=budget)
         for k in range(config.members)
     ]
-
-
-def _read_report(folder: Path) -> dict[str, Any] | None:
-    path = folder / REPORT_FILE
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def train_ensemble(
@@ -75,7 +70,7 @@ def _train_members(config: TrainConfig, run_dir: Path, callbacks: Sequence) -> l
     reports = []
     for k, member in enumerate(member_configs(config)):
         folder = member_folder(run_dir, k)
-        if (done := _read_report(folder)) is not None:
+        if (done := run_report(folder)) is not None:
             log.info("member %d of %d (seed %d): finished before; kept", k + 1, config.members, member.seed)
             reports.append(done)
             continue

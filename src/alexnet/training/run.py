@@ -24,6 +24,7 @@ from alexnet.data.datasets import FOLDER
 from alexnet.data.imageset import Dataset
 from alexnet.errors import InputError, TrainingStopped
 from alexnet.modelcard import DataSpec, InputSpec, ModelCard
+from alexnet.modeldir import REPORT_FILE
 from alexnet.models import get_architecture, model_spec
 from alexnet.models.build import build
 from alexnet.models.plan import fits, smallest_input_size
@@ -34,8 +35,6 @@ from alexnet.training.config import TrainConfig, write_config
 from alexnet.training.distributed import RUN_DIR_ENV, Layout, detect_layout, threads_per_process
 
 log = logging.getLogger("alexnet.train")
-
-REPORT_FILE = "report.json"  # written last by a run that finished: its presence marks one
 
 
 @dataclass(frozen=True)
