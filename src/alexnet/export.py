@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -26,8 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from alexnet.atomic import atomic_path, write_text
 from alexnet.errors import InputError
@@ -35,6 +32,7 @@ from alexnet.extras import require
 from alexnet.inference import (
     Classifier,
     Ensemble,
+    EnsembleGraph,
     Sources,
     ensemble_dir,
     ensemble_name,
@@ -66,28 +64,6 @@ def _check_images(classifier: Classifier, count: int) -> tuple[torch.Tensor, str
     picked = np.linspace(0, len(images) - 1, min(count, len(images))).astype(int)
     stored = torch.from_numpy(np.ascontiguousarray(images.images[picked]))
     return classifier.preprocess.evaluate(stored)[0], name
-
-
-class EnsembleGraph(nn.Module):
-    """An ensemble's members as one module for export: images normalised for the first member in, the log of the
-    members' mean softmax out (a logit vector whose softmax is the ensemble's probabilities)."""
-
-    def __init__(self, members: Sequence[Classifier]) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(m.model for m in members)
-        first = members[0].card.preprocess
-        # first member's (x - m1) / s1 -> member k's (x - mk) / sk: an affine map per channel, (M, 1, C, 1, 1)
-        mean = torch.tensor([m.card.preprocess.mean for m in members]).reshape(len(members), 1, -1, 1, 1)
-        std = torch.tensor([m.card.preprocess.std for m in members]).reshape(mean.shape)
-        self.register_buffer("scale", mean.new_tensor(first.std).reshape(1, -1, 1, 1) / std)
-        self.register_buffer("shift", (mean.new_tensor(first.mean).reshape(1, -1, 1, 1) - mean) / std)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        log_probabilities = [
-            F.log_softmax(model(images * self.scale[i] + self.shift[i]).float(), -1)
-            for i, model in enumerate(self.members)
-        ]
-        return torch.logsumexp(torch.stack(log_probabilities), 0) - math.log(len(self.members))
 
 
 def _ensemble_card(sources: Sequence[Path | str], members: Sequence[Classifier], test_top1: float | None) -> ModelCard:

@@ -9,6 +9,7 @@ directory of an ensemble trained in one command (``--members N``), which stands 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -255,6 +256,34 @@ class Ensemble:
     def probabilities(self, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
         """uint8 (N, C, H, W) stored images -> (N, K): the mean of the members' ``probabilities``."""
         return torch.stack([m.probabilities(images, tta) for m in self.members]).mean(0)
+
+
+class EnsembleGraph(nn.Module):
+    """Classifiers as one module: images normalised with ``mean`` and ``std`` in (default: the first member's),
+    each member's own normalisation made from them, the log of the members' mean softmax out (a logit vector
+    whose softmax is the ensemble's probabilities). ``alexnet export`` writes it as one graph; a distillation
+    teacher (``training.distill``) is one, at a ``temperature``."""
+
+    def __init__(
+        self, members: Sequence[Classifier], mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+    ) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(m.model for m in members)
+        first = members[0].card.preprocess
+        mean_in = torch.tensor(first.mean if mean is None else mean).reshape(1, -1, 1, 1)
+        std_in = torch.tensor(first.std if std is None else std).reshape(1, -1, 1, 1)
+        # (x - m) / s -> member k's (x - mk) / sk: an affine map per channel, (M, 1, C, 1, 1)
+        means = torch.tensor([m.card.preprocess.mean for m in members]).reshape(len(members), 1, -1, 1, 1)
+        stds = torch.tensor([m.card.preprocess.std for m in members]).reshape(means.shape)
+        self.register_buffer("scale", std_in / stds)
+        self.register_buffer("shift", (mean_in - means) / stds)
+
+    def forward(self, images: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        log_probabilities = [
+            F.log_softmax(model(images * self.scale[i] + self.shift[i]).float() / temperature, -1)
+            for i, model in enumerate(self.members)
+        ]
+        return torch.logsumexp(torch.stack(log_probabilities), 0) - math.log(len(self.members))
 
 
 def load_ensemble(

@@ -15,6 +15,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from alexnet.cli import main
 from alexnet.errors import InputError
@@ -618,6 +619,28 @@ def test_an_ensemble_run_directory_is_one_model_to_evaluate_predict_and_export(
     assert _train(tmp_path, data_root, tmp_path / "tuned", "--pretrained", str(ensemble_run)) == 2
     err = capsys.readouterr().err
     assert f"{ensemble_run}: an ensemble of 2 models" in err and err.count("\n") == 1
+
+
+def test_a_run_distils_an_ensemble_teacher_and_keeps_only_its_own_weights(tmp_path, data_root, ensemble_run, capsys):
+    """``distill``: member-0 of ``ensemble_run`` is this run without a teacher (seed 0, split seed 0): the same
+    start and batches, another loss; the checkpoint and model hold the model alone."""
+    from safetensors.torch import load_file
+
+    run = tmp_path / "taught"
+    assert _train(tmp_path, data_root, run, "--split-seed", "0", "--set", f"distill={ensemble_run}") == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["distill"] == str(ensemble_run)
+    taught, alone = _metrics(run), _metrics(ensemble_run / "member-0")
+    assert len(taught) == len(alone) == 2 and taught[0]["train_loss"] != alone[0]["train_loss"]
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(key.startswith("model.") for key in state)
+    assert (
+        load_file(run / "model.safetensors").keys() == load_file(ensemble_run / "member-0" / "model.safetensors").keys()
+    )
+    capsys.readouterr()
+    assert _train(tmp_path, data_root, tmp_path / "no", "--set", f"distill={tmp_path / 'nowhere'}") == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'nowhere'}: no such file or directory" in err and err.count("\n") == 1
+    assert not (tmp_path / "no").exists()
 
 
 @pytest.mark.parametrize("epoch", [0, 1])

@@ -90,6 +90,9 @@ class TrainConfig:
     step_gamma: float = 0.1  # "step": the factor
     plateau_patience: int = 3  # "plateau" (the paper's schedule): divide by 10 after this many flat epochs
     label_smoothing: float = 0.0  # probability mass spread over the other classes
+    distill: str | None = None  # teacher: a run, model or ensemble directory whose predictions are also learnt
+    distill_weight: float = 0.5  # with distill: share of the loss from the teacher's probabilities, not the labels
+    distill_temperature: float = 1.0  # with distill: both models' logits divided by it before they are matched
     grad_clip: float = 0.0  # max gradient norm; 0 turns clipping off
     ema_decay: float = 0.0  # exponential moving average of weights, e.g. 0.999; 0 turns it off
     lookahead: float = 0.0  # per-step decay of lookahead's slow weights, e.g. 0.95; 0 turns it off
@@ -152,7 +155,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "weight_decay": (0, math.inf), "label_smoothing": (0, 1), "head_epochs": (0, math.inf),
     "warmup_epochs": (0, math.inf), "grad_clip": (0, math.inf), "padding": (0, 4096), "cutout": (0, 4096),
     "mixup": (0, math.inf), "cutmix": (0, math.inf), "time_budget": (0, math.inf), "split_seed": (0, 2**32 - 1),
-    "members": (1, 1000),
+    "members": (1, 1000), "distill_weight": (0, 1), "distill_temperature": (0.05, 100),
 }  # fmt: skip
 
 

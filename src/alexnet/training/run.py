@@ -48,6 +48,7 @@ class PreparedRun:
     dataset: Dataset
     model: torch.nn.Module  # built once, initialised, pretrained weights loaded, first conv whitened
     loaded: Loaded | None  # which parameters came from pretrained weights
+    teacher: torch.nn.Module | None  # distill's teacher: the model's inputs in, log-probabilities out
     preprocess: Preprocess
     card: ModelCard
     batch_size: int  # per process
@@ -177,6 +178,11 @@ def prepare(
     if note and layout.is_zero:
         log.warning("note: tta: %s", note)
     _whiten(model, config, preprocess, dataset.train.images)
+    teacher = None
+    if config.distill:
+        from alexnet.training.distill import load_teacher
+
+        teacher = load_teacher(config.distill, inputs, tuple(dataset.train.classes))
     if resume is not None:
         _check_resumable(model, resume / "checkpoints" / "last.ckpt")
     if config.channels_last:
@@ -196,7 +202,8 @@ def prepare(
     run = PreparedRun(
         config=config, layout=layout, run_dir=run_dir,
         resume_from=resume / "checkpoints" / "last.ckpt" if resume is not None else None,
-        dataset=dataset, model=model, loaded=loaded, preprocess=preprocess, card=card, batch_size=batch_size,
+        dataset=dataset, model=model, loaded=loaded, teacher=teacher, preprocess=preprocess, card=card,
+        batch_size=batch_size,
         lr=config.lr * layout.world_size if config.scale_lr else config.lr,
     )  # fmt: skip
     if config.time_budget and resume is None:  # a resumed run keeps the epochs its budget chose
@@ -250,7 +257,12 @@ def build_engine(run: PreparedRun, *, callbacks: Sequence = (), trainer: Any = N
             steps_per_epoch=run.steps_per_epoch, extra_callbacks=callbacks,
         )  # fmt: skip
     task = ClassificationTask(
-        run.model, config.replace(lr=run.lr), run.dataset.train.classes, run.steps_per_epoch, run.loaded
+        run.model,
+        config.replace(lr=run.lr),
+        run.dataset.train.classes,
+        run.steps_per_epoch,
+        run.loaded,
+        teacher=run.teacher,
     )
     return Engine(trainer, task, data)
 

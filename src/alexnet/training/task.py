@@ -12,6 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from alexnet.inference import average_views
 from alexnet.models.weights import Loaded
+from alexnet.training.distill import distillation_loss
 from alexnet.training.finetune import FreezeSchedule, apply_freeze, freeze_norms
 from alexnet.training.optim import build_optimizer, build_scheduler, start_momentum
 from alexnet.training.speedups import Lookahead, first_conv
@@ -29,7 +30,13 @@ class ClassificationTask(pl.LightningModule):
     """
 
     def __init__(
-        self, model: nn.Module, config, classes: tuple[str, ...], steps_per_epoch: int, loaded: Loaded | None = None
+        self,
+        model: nn.Module,
+        config,
+        classes: tuple[str, ...],
+        steps_per_epoch: int,
+        loaded: Loaded | None = None,
+        teacher: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -62,6 +69,12 @@ class ClassificationTask(pl.LightningModule):
         self.test_confusion = MulticlassConfusionMatrix(k)
         # Kept out of the module tree, so checkpoint keys stay those of the plain model (no "_orig_mod.").
         object.__setattr__(self, "_train_forward", torch.compile(model) if config.compile else model)
+        # distill's teacher (training.distill), frozen; out of the module tree too: not trained, not checkpointed
+        object.__setattr__(self, "teacher", teacher)
+
+    def on_fit_start(self) -> None:
+        if self.teacher is not None:
+            self.teacher.to(self.device)
 
     @property
     def evaluated(self) -> nn.Module:
@@ -75,6 +88,11 @@ class ClassificationTask(pl.LightningModule):
         images, labels = batch  # labels: class indices (N,), or soft targets (N, K) when batches are mixed
         logits = self._train_forward(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
+        if self.teacher is not None:
+            temperature, weight = self.config.distill_temperature, self.config.distill_weight
+            with torch.no_grad():
+                taught = self.teacher(images, temperature)
+            loss = (1 - weight) * loss + weight * distillation_loss(logits, taught, temperature)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(
                 f"the training loss became {loss.item()} at epoch {self.current_epoch}, step {batch_idx}"
