@@ -3,7 +3,8 @@ machine without pickle and without any training state, and the state dicts of ``
 ``.safetensors`` files, always read without running pickled code.
 
 An ensemble run directory (``alexnet train --members N``) holds no model of its own: its members are run
-directories ``member-0`` .. ``member-<N-1>`` inside it (``member_folder``, ``ensemble_members``).
+directories ``member-0`` .. ``member-<N-1>`` inside it (``member_folder``, ``ensemble_members``). A born-again
+run (``born_again``) is its student's run directory, with the teacher's inside it (``teacher``).
 
 A run directory that finished training, one model's or an ensemble's, holds ``report.json`` (``REPORT_FILE``,
 ``run_report``): its figures, written last."""
@@ -25,6 +26,7 @@ from alexnet.modelcard import FILE_NAME, FORMAT_VERSION, ModelCard
 
 WEIGHTS_FILE = "model.safetensors"
 MEMBER_PREFIX = "member-"
+TEACHER_FOLDER = "teacher"  # a born-again run's teacher, a run directory inside the student's (training.distill)
 REPORT_FILE = "report.json"  # written last by a run that finished: its presence marks one
 
 

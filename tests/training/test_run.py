@@ -643,6 +643,62 @@ def test_a_run_distils_an_ensemble_teacher_and_keeps_only_its_own_weights(tmp_pa
     assert not (tmp_path / "no").exists()
 
 
+@pytest.fixture(scope="module")
+def born_again_run(tmp_path_factory, data_root):
+    """``born_again``: a teacher of two epochs, then the run distilled from it."""
+    folder = tmp_path_factory.mktemp("born_again")
+    assert _train(folder, data_root, folder / "run", "--set", "born_again=true", "--split-seed", "0") == 0
+    return folder / "run"
+
+
+def test_born_again_trains_a_teacher_then_distils_it_into_the_run(born_again_run, ensemble_run):
+    """The teacher is the run of seed 1 on seed 0's split (``ensemble_run``'s second member, epoch for epoch);
+    the run, seed 0, learns from it; the report counts both trainings' time."""
+    from alexnet.training.config import read_config_file
+
+    teacher = born_again_run / "teacher"
+    assert _comparable(_metrics(teacher)) == _comparable(_metrics(ensemble_run / "member-1"))
+    settings = read_config_file(born_again_run / "config.yaml")
+    assert (settings["seed"], settings["born_again"], settings["distill"]) == (0, False, str(teacher))
+    assert _comparable(_metrics(born_again_run)) != _comparable(_metrics(ensemble_run / "member-0"))
+    report, taught = (json.loads((r / "report.json").read_text()) for r in (born_again_run, teacher))
+    assert report["teacher"]["seed"] == 1 and report["teacher"]["test_top1"] == taught["test_top1"]
+    own = sum(float(r["time_s"]) for r in _metrics(born_again_run))
+    assert report["teacher"]["student_train_time_s"] == pytest.approx(own, abs=0.05)
+    assert report["train_time_s"] == pytest.approx(own + taught["train_time_s"], abs=0.1)
+
+
+@pytest.mark.parametrize("stage", [0, 1])
+def test_resume_of_born_again_continues_the_teacher_or_the_student(tmp_path, data_root, born_again_run, stage):
+    """Killed as the teacher's (stage 0) or the student's (1) second epoch starts; ``--resume RUN`` ends as the
+    uninterrupted run did."""
+    from alexnet.training.config import resolve_config
+    from alexnet.training.run import train
+
+    config = resolve_config(config_file=born_again_run / "teacher" / "config.yaml").replace(seed=0, born_again=True)
+    run = tmp_path / "cut"
+    with pytest.raises(_Killed):
+        train(config, out=run, callbacks=[_DieInMember(stage, 1)])
+    assert (run / "teacher" / "report.json").exists() == (stage == 1)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["train", "--resume", str(run)]) == 0
+    for folder in (run / "teacher", run):
+        assert _comparable(_metrics(folder)) == _comparable(_metrics(born_again_run / folder.relative_to(run)))
+    resumed, whole = (json.loads((r / "report.json").read_text()) for r in (run, born_again_run))
+    assert (resumed["test_top1"], resumed["teacher"]["test_top1"]) == (
+        whole["test_top1"],
+        whole["teacher"]["test_top1"],
+    )
+
+
+def test_born_again_with_bad_input_leaves_nothing(tmp_path, data_root, capsys):
+    run = tmp_path / "bad"
+    assert _train(tmp_path, data_root, run, "--set", "born_again=true", "--head-epochs", "1") == 2
+    assert "fine-tune pretrained weights" in capsys.readouterr().err and not run.exists()
+    assert _train(tmp_path, data_root, run, "--set", "born_again=true", "--set", "distill=elsewhere") == 2
+    assert "born_again trains its own teacher" in capsys.readouterr().err and not run.exists()
+
+
 @pytest.mark.parametrize("epoch", [0, 1])
 def test_resume_of_an_ensemble_keeps_its_finished_members_and_ends_as_an_uninterrupted_one(
     tmp_path, data_root, ensemble_run, epoch

@@ -93,6 +93,7 @@ class TrainConfig:
     distill: str | None = None  # teacher: a run, model or ensemble directory whose predictions are also learnt
     distill_weight: float = 0.5  # with distill: share of the loss from the teacher's probabilities, not the labels
     distill_temperature: float = 1.0  # with distill: both models' logits divided by it before they are matched
+    born_again: bool = False  # train these settings first (seed+1, RUN/teacher), then distil that teacher into RUN
     grad_clip: float = 0.0  # max gradient norm; 0 turns clipping off
     ema_decay: float = 0.0  # exponential moving average of weights, e.g. 0.999; 0 turns it off
     lookahead: float = 0.0  # per-step decay of lookahead's slow weights, e.g. 0.95; 0 turns it off
@@ -362,7 +363,8 @@ def write_config(config: TrainConfig, run_dir: Path) -> Path:
 
 def load_resume(run_dir: Path, overrides: dict) -> TrainConfig:
     """The config of an earlier run with ``overrides`` (epochs, devices, precision) applied; an ensemble's
-    run directory (``members`` > 1) has no checkpoint of its own, its members do."""
+    run directory (``members`` > 1) has no checkpoint of its own, its members do, and a born-again run none
+    until its teacher has finished."""
     if not (run_dir / CONFIG_FILE).exists():
         raise InputError(f"{run_dir}: no config.yaml (not a run directory)")
     allowed = {"epochs", "devices", "num_nodes", "precision"}
@@ -374,6 +376,6 @@ def load_resume(run_dir: Path, overrides: dict) -> TrainConfig:
         )
     settings = read_config_file(run_dir / CONFIG_FILE)
     config = TrainConfig().replace(**settings).replace(**{k: v for k, v in overrides.items() if v is not None})
-    if config.members == 1 and not (run_dir / "checkpoints" / "last.ckpt").exists():
+    if config.members == 1 and not config.born_again and not (run_dir / "checkpoints" / "last.ckpt").exists():
         raise InputError(f"{run_dir}: no checkpoints/last.ckpt to resume from")
     return config

@@ -5,12 +5,24 @@ loss is ``(1 - distill_weight) x cross-entropy + distill_weight x T² x KL(teach
 
 from __future__ import annotations
 
+import logging
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
 from alexnet.errors import InputError
 from alexnet.inference import Ensemble, EnsembleGraph, load_ensemble, shown_classes
 from alexnet.modelcard import InputSpec
+from alexnet.modeldir import TEACHER_FOLDER, run_report
+from alexnet.seeding import member_seed
+from alexnet.training.config import TrainConfig, load_resume, write_config
+from alexnet.training.distributed import detect_layout
+
+log = logging.getLogger("alexnet.train")
 
 
 def load_teacher(source: str, inputs: InputSpec, classes: tuple[str, ...]) -> EnsembleGraph:
@@ -36,9 +48,71 @@ def load_teacher(source: str, inputs: InputSpec, classes: tuple[str, ...]) -> En
     return EnsembleGraph(members, inputs.mean, inputs.std).eval().requires_grad_(False)
 
 
-def distillation_loss(logits: torch.Tensor, teacher_log_probabilities: torch.Tensor, temperature: float):
+def distillation_loss(
+    logits: torch.Tensor, teacher_log_probabilities: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """T² x KL(teacher || model) at temperature T, averaged over the batch; the teacher's log-probabilities
     already at T. T² keeps the gradients' scale that of cross-entropy whatever T (Hinton et al.)."""
     student = F.log_softmax(logits.float() / temperature, -1)
     kl = F.kl_div(student, teacher_log_probabilities, log_target=True, reduction="batchmean")
     return kl * temperature**2
+
+
+def train_born_again(
+    config: TrainConfig, *, out: Path | None = None, resume: Path | None = None, callbacks: Sequence = ()
+) -> dict[str, Any]:
+    """``born_again`` (Furlanello et al., 2018): the same settings trained first without a teacher, seed + 1 on
+    the same images, into ``RUN/teacher``; then the run itself, its own seed, distilled from that teacher. Each
+    gets half of a time budget. The report is the student's, with the teacher's figures beside it and the
+    training time of both (``with_teacher``). ``resume`` keeps a finished teacher, continues a stopped one, then
+    trains or continues the student."""
+    from alexnet.training.run import check_run_dir, default_run_dir, train
+
+    if config.distill is not None:
+        raise InputError("born_again trains its own teacher; give it no --distill (or distil RUN without it)")
+    if detect_layout(config.devices, config.num_nodes).world_size > 1:
+        raise InputError("born_again trains in one process; train the teacher, then distil it with --distill")
+    run_dir = Path(resume or out or default_run_dir(config))
+    folder = run_dir / TEACHER_FOLDER
+    student = config.replace(born_again=False, distill=str(folder), time_budget=config.time_budget / 2)
+    if resume is not None and (run_dir / "checkpoints" / "last.ckpt").exists():  # the student had started
+        return train(load_resume(run_dir, {"precision": config.precision}), resume=run_dir, callbacks=callbacks)
+    check_run_dir(run_dir, resume, str(folder))
+    created = not run_dir.exists()
+    written = write_config(config, run_dir)  # until the student writes its own: --resume continues a born-again run
+    teacher = config.replace(
+        born_again=False, seed=member_seed(config.seed, 1), split_seed=config.data_seed,
+        time_budget=config.time_budget / 2,
+    )  # fmt: skip
+    if run_report(folder) is None:
+        if (folder / "checkpoints" / "last.ckpt").exists():
+            log.info("teacher (seed %d): continues where it stopped", teacher.seed)
+            train(load_resume(folder, {"precision": config.precision}), resume=folder, callbacks=callbacks)
+        else:
+            if folder.exists():
+                shutil.rmtree(folder)  # stopped before its first epoch ended: nothing trained to keep
+            try:
+                train(teacher, out=folder, callbacks=callbacks)
+            except InputError:
+                if resume is None and not folder.exists():  # bad input: nothing was trained, nothing is left
+                    written.unlink()
+                    if created:
+                        run_dir.rmdir()
+                raise
+    else:
+        log.info("teacher (seed %d): finished before; kept", teacher.seed)
+    return train(student, out=run_dir, callbacks=callbacks)
+
+
+def with_teacher(report: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A born-again student's report with its teacher's figures beside it and the training time of both."""
+    taught = run_report(folder)
+    if taught is None:
+        return report
+    own = report["train_time_s"]
+    return {
+        **report,
+        "train_time_s": round(own + taught["train_time_s"], 1),  # the teacher's and its own
+        "teacher": {key: taught.get(key) for key in ("run_dir", "test_top1", "best_val_acc", "train_time_s")}
+        | {"seed": taught["config"]["seed"], "student_train_time_s": own},
+    }

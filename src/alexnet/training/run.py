@@ -24,14 +24,14 @@ from alexnet.data.datasets import FOLDER
 from alexnet.data.imageset import Dataset
 from alexnet.errors import InputError, TrainingStopped
 from alexnet.modelcard import DataSpec, InputSpec, ModelCard
-from alexnet.modeldir import REPORT_FILE
+from alexnet.modeldir import REPORT_FILE, TEACHER_FOLDER
 from alexnet.models import get_architecture, model_spec
 from alexnet.models.build import build
 from alexnet.models.plan import fits, smallest_input_size
 from alexnet.models.weights import Loaded, load_weights
 from alexnet.pretrained import Pretrained, load_pretrained
 from alexnet.runtime import device_name, precision_note
-from alexnet.training.config import TrainConfig, write_config
+from alexnet.training.config import CONFIG_FILE, TrainConfig, write_config
 from alexnet.training.distributed import RUN_DIR_ENV, Layout, detect_layout, threads_per_process
 
 log = logging.getLogger("alexnet.train")
@@ -198,7 +198,7 @@ def prepare(
     if layout.world_size > 1:
         os.environ[RUN_DIR_ENV] = str(run_dir)
     if layout.is_zero:
-        check_run_dir(run_dir, resume)
+        check_run_dir(run_dir, resume, config.distill)
     run = PreparedRun(
         config=config, layout=layout, run_dir=run_dir,
         resume_from=resume / "checkpoints" / "last.ckpt" if resume is not None else None,
@@ -218,11 +218,14 @@ def prepare(
     return run
 
 
-def check_run_dir(run_dir: Path, resume: Path | None) -> None:
-    """A new run's directory must be a new or empty folder; a resumed one is its own."""
+def check_run_dir(run_dir: Path, resume: Path | None, teacher: str | None = None) -> None:
+    """A new run's directory must be a new or empty folder, but for the teacher it distils when that is inside
+    it (a born-again run's, with the settings it was started with); a resumed one is its own."""
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError(f"{run_dir}: is a file; --out takes a folder for the run")
-    if resume is None and run_dir.exists() and any(run_dir.iterdir()):
+    own_teacher = teacher is not None and Path(teacher) == run_dir / TEACHER_FOLDER
+    allowed = {TEACHER_FOLDER, CONFIG_FILE} if own_teacher else set()
+    if resume is None and run_dir.exists() and any(p.name not in allowed for p in run_dir.iterdir()):
         raise InputError(f"{run_dir}: already holds files; choose another --out or --resume it")
 
 
@@ -406,6 +409,10 @@ def finalize(run: PreparedRun, engine: Engine, fit_time_s: float) -> dict | None
         "run_dir": str(run.run_dir),
         "config": config.to_dict(),
     }
+    if config.distill is not None and Path(config.distill) == run.run_dir / TEACHER_FOLDER:
+        from alexnet.training.distill import with_teacher
+
+        report = with_teacher(report, run.run_dir / TEACHER_FOLDER)  # a born-again run: the teacher's time too
     # The exported model first: the report is what marks a run finished, so it is never there without it.
     save_model_dir(engine.task.evaluated, run.run_dir, replace(run.card, test_top1=report.get("test_top1")))
     write_text(run.run_dir / REPORT_FILE, json.dumps(report, indent=2) + "\n")
@@ -421,12 +428,17 @@ def train(
 
     With ``resume`` (a run directory; ``config`` from ``load_resume``) training continues from its
     ``last.ckpt`` in the same directory. ``callbacks`` are extra Lightning callbacks. With ``members`` > 1 the
-    members are trained in turn and tested as an ensemble (``training.ensemble``).
+    members are trained in turn and tested as an ensemble (``training.ensemble``); with ``born_again`` a
+    teacher, then this run distilled from it (``training.distill``).
     """
     if config.members > 1:
         from alexnet.training.ensemble import train_ensemble
 
         return train_ensemble(config, out=out, resume=resume, callbacks=callbacks)
+    if config.born_again:
+        from alexnet.training.distill import train_born_again
+
+        return train_born_again(config, out=out, resume=resume, callbacks=callbacks)
     run = prepare(config, out=out, resume=resume)
     engine = build_engine(run, callbacks=callbacks)
     fit_time_s = fit(run, engine)
