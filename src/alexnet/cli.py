@@ -185,6 +185,10 @@ def _train_command(
     if "members" in report:  # an ensemble: its time is all members'; each member's own figure
         alone = [f"{m['test_top1']:.2%}" if m["test_top1"] is not None else "no test" for m in report["members"]]
         typer.echo(f"members alone (seeds {', '.join(str(m['seed']) for m in report['members'])}): {', '.join(alone)}")
+    if "teacher" in report:  # born-again: its time is the teacher's and its own
+        taught = report["teacher"]
+        alone = f"{taught['test_top1']:.2%}" if taught["test_top1"] is not None else "no test"
+        typer.echo(f"teacher alone (seed {taught['seed']}): {alone}; {taught['train_time_s']:.0f} s of the training")
     typer.echo(f"run directory: {report['run_dir']}")
 
 

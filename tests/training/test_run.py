@@ -647,7 +647,10 @@ def test_a_run_distils_an_ensemble_teacher_and_keeps_only_its_own_weights(tmp_pa
 def born_again_run(tmp_path_factory, data_root):
     """``born_again``: a teacher of two epochs, then the run distilled from it."""
     folder = tmp_path_factory.mktemp("born_again")
-    assert _train(folder, data_root, folder / "run", "--set", "born_again=true", "--split-seed", "0") == 0
+    with contextlib.redirect_stdout(io.StringIO()) as said:
+        assert _train(folder, data_root, folder / "run", "--set", "born_again=true", "--split-seed", "0") == 0
+    taught = json.loads((folder / "run" / "teacher" / "report.json").read_text())
+    assert f"teacher alone (seed 1): {taught['test_top1']:.2%}; {taught['train_time_s']:.0f} s of" in said.getvalue()
     return folder / "run"
 
 
