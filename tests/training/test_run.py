@@ -694,6 +694,22 @@ def test_resume_of_born_again_continues_the_teacher_or_the_student(tmp_path, dat
     )
 
 
+def test_resume_of_an_ensemble_with_more_epochs_extends_every_member(tmp_path, data_root):
+    """As for one run (``test_resume_with_more_epochs_extends_a_finished_run``): each member to N epochs, then
+    the ensemble tested again."""
+    run = tmp_path / "pair"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert _train(tmp_path, data_root, run, "--members", "2", epochs=1) == 0
+        first = json.loads((run / "report.json").read_text())
+        assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    for member in ("member-0", "member-1"):
+        assert [r["epoch"] for r in _metrics(run / member)] == ["1", "2"]
+        assert json.loads((run / member / "report.json").read_text())["epochs"] == 2
+    report = json.loads((run / "report.json").read_text())
+    assert report["epochs"] == 2 and report["train_time_s"] > first["train_time_s"]
+    assert yaml.safe_load((run / "config.yaml").read_text())["epochs"] == 2
+
+
 def test_born_again_with_bad_input_leaves_nothing(tmp_path, data_root, capsys):
     run = tmp_path / "bad"
     assert _train(tmp_path, data_root, run, "--set", "born_again=true", "--head-epochs", "1") == 2

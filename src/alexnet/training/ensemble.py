@@ -6,7 +6,8 @@ of their class probabilities is validated and tested (``alexnet evaluate``'s ens
 The ensemble's run directory holds ``config.yaml`` (the settings, ``members`` included), the members, the
 evaluation of the ensemble (``eval-<split>-<tta>.json`` and its confusion matrix) and, last, ``report.json``.
 ``alexnet evaluate``, ``predict``, ``export`` and ``serve`` take that directory as the ensemble. ``--resume``
-keeps the members that finished, continues the one that was stopped and trains the rest.
+keeps the members that finished, continues the one that was stopped and trains the rest; with ``--epochs N``
+every member that started trains to N epochs, as one run resumed with them would.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from alexnet.atomic import write_text
 from alexnet.errors import InputError
 from alexnet.modeldir import REPORT_FILE, member_folder, run_report
 from alexnet.seeding import member_seed
-from alexnet.training.config import TrainConfig, load_resume, write_config
+from alexnet.training.config import CONFIG_FILE, TrainConfig, load_resume, read_config_file, write_config
 from alexnet.training.distributed import detect_layout
 from alexnet.training.run import check_run_dir, default_run_dir, train
 
@@ -70,20 +71,31 @@ def _train_members(config: TrainConfig, run_dir: Path, callbacks: Sequence) -> l
     reports = []
     for k, member in enumerate(member_configs(config)):
         folder = member_folder(run_dir, k)
-        if (done := run_report(folder)) is not None:
+        epochs = _asked_epochs(config, folder)
+        done = run_report(folder)
+        if done is not None and (epochs is None or epochs <= done["epochs"]):
             log.info("member %d of %d (seed %d): finished before; kept", k + 1, config.members, member.seed)
             reports.append(done)
             continue
         # A member trained afresh is named by its run's own first line ("training ... run directory RUN/member-K").
         if (folder / "checkpoints" / "last.ckpt").exists():
             log.info("member %d of %d (seed %d): continues where it stopped", k + 1, config.members, member.seed)
-            stopped = load_resume(folder, {"precision": config.precision})
+            stopped = load_resume(folder, {"precision": config.precision, "epochs": epochs})
             reports.append(train(stopped, resume=folder, callbacks=callbacks))
             continue
         if folder.exists():
             shutil.rmtree(folder)  # stopped before its first epoch ended: nothing trained to keep
         reports.append(train(member, out=folder, callbacks=callbacks))
     return reports
+
+
+def _asked_epochs(config: TrainConfig, folder: Path) -> int | None:
+    """The ensemble's epochs where a member that started has other epochs (``--resume RUN --epochs N``: as for
+    one run, a stopped member trains to N and a finished one continues to N, if more); None with a time budget,
+    whose members keep the epochs it chose for each."""
+    if config.time_budget or not (folder / CONFIG_FILE).exists():
+        return None
+    return config.epochs if read_config_file(folder / CONFIG_FILE)["epochs"] != config.epochs else None
 
 
 def _finish(config: TrainConfig, run_dir: Path, reports: list[dict[str, Any]]) -> dict[str, Any]:
