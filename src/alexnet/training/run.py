@@ -352,7 +352,12 @@ def _plot(run: PreparedRun, engine: Engine, rows: list[dict], matrix: np.ndarray
     from alexnet.plots import plot_confusion, plot_curves, plot_predictions
 
     title = f"{run.config.model} on {run.dataset.name}"
-    plot_curves(rows, run.run_dir / "curves.png", title)
+    # distilled: the training loss mixes the labels' cross-entropy and the teacher's KL; validation's is plain
+    plot_curves(
+        rows,
+        run.run_dir / "curves.png",
+        title + (", distilled (train loss: labels + teacher)" * bool(run.config.distill)),
+    )
     test_set = run.dataset.test
     if test_set is None:
         return
