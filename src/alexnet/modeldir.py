@@ -30,6 +30,11 @@ TEACHER_FOLDER = "teacher"  # a born-again run's teacher, a run directory inside
 REPORT_FILE = "report.json"  # written last by a run that finished: its presence marks one
 
 
+def own_teacher(run_dir: Path, distill: str | None) -> bool:
+    """Whether a run distils the teacher inside its own directory (``TEACHER_FOLDER``): a born-again run."""
+    return distill is not None and Path(distill) == Path(run_dir) / TEACHER_FOLDER
+
+
 def run_report(folder: Path) -> dict[str, Any] | None:
     """A finished run's ``report.json`` (one model's or an ensemble's), or None where the run did not finish."""
     path = Path(folder) / REPORT_FILE

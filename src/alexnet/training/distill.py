@@ -5,8 +5,6 @@ loss is ``(1 - distill_weight) x cross-entropy + distill_weight x T² x KL(teach
 
 from __future__ import annotations
 
-import logging
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,10 +17,8 @@ from alexnet.inference import Ensemble, EnsembleGraph, load_ensemble, shown_clas
 from alexnet.modelcard import InputSpec
 from alexnet.modeldir import TEACHER_FOLDER, run_report
 from alexnet.seeding import member_seed
-from alexnet.training.config import TrainConfig, load_resume, write_config
+from alexnet.training.config import TrainConfig, load_resume
 from alexnet.training.distributed import detect_layout
-
-log = logging.getLogger("alexnet.train")
 
 
 def load_teacher(source: str, inputs: InputSpec, classes: tuple[str, ...]) -> EnsembleGraph:
@@ -66,6 +62,7 @@ def train_born_again(
     gets half of a time budget. The report is the student's, with the teacher's figures beside it and the
     training time of both (``with_teacher``). ``resume`` keeps a finished teacher, continues a stopped one, then
     trains or continues the student."""
+    from alexnet.training.ensemble import outer_config, train_inner
     from alexnet.training.run import check_run_dir, default_run_dir, train
 
     if config.distill is not None:
@@ -78,29 +75,13 @@ def train_born_again(
     if resume is not None and (run_dir / "checkpoints" / "last.ckpt").exists():  # the student had started
         return train(load_resume(run_dir, {"precision": config.precision}), resume=run_dir, callbacks=callbacks)
     check_run_dir(run_dir, resume, str(folder))
-    created = not run_dir.exists()
-    written = write_config(config, run_dir)  # until the student writes its own: --resume continues a born-again run
     teacher = config.replace(
         born_again=False, seed=member_seed(config.seed, 1), split_seed=config.data_seed,
         time_budget=config.time_budget / 2,
     )  # fmt: skip
-    if run_report(folder) is None:
-        if (folder / "checkpoints" / "last.ckpt").exists():
-            log.info("teacher (seed %d): continues where it stopped", teacher.seed)
-            train(load_resume(folder, {"precision": config.precision}), resume=folder, callbacks=callbacks)
-        else:
-            if folder.exists():
-                shutil.rmtree(folder)  # stopped before its first epoch ended: nothing trained to keep
-            try:
-                train(teacher, out=folder, callbacks=callbacks)
-            except InputError:
-                if resume is None and not folder.exists():  # bad input: nothing was trained, nothing is left
-                    written.unlink()
-                    if created:
-                        run_dir.rmdir()
-                raise
-    else:
-        log.info("teacher (seed %d): finished before; kept", teacher.seed)
+    # config.yaml says born_again until the student writes its own: --resume RUN continues the teacher first
+    with outer_config(config, run_dir, resume, first=folder):
+        train_inner(teacher, folder, "teacher", precision=config.precision, callbacks=callbacks)
     return train(student, out=run_dir, callbacks=callbacks)
 
 

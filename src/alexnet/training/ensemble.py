@@ -12,11 +12,12 @@ every member that started trains to N epochs, as one run resumed with them would
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,40 +54,52 @@ def train_ensemble(
         )
     run_dir = Path(resume or out or default_run_dir(config))
     check_run_dir(run_dir, resume)
+    with outer_config(config, run_dir, resume, first=member_folder(run_dir, 0)):
+        reports = [
+            train_inner(member, member_folder(run_dir, k), f"member {k + 1} of {config.members}",
+                        precision=config.precision, epochs=_asked_epochs(config, member_folder(run_dir, k)),
+                        callbacks=callbacks)
+            for k, member in enumerate(member_configs(config))
+        ]  # fmt: skip
+    return _finish(config, run_dir, reports)
+
+
+@contextlib.contextmanager
+def outer_config(config: TrainConfig, run_dir: Path, resume: Path | None, *, first: Path) -> Iterator[None]:
+    """``config.yaml`` of a run directory that trains runs inside it (an ensemble's members, a born-again run's
+    teacher), written before they start; bad input (``InputError``) before the ``first`` of them wrote anything
+    takes it away again, with the directory where this made it."""
     created = not run_dir.exists()
     written = write_config(config, run_dir)
     try:
-        reports = _train_members(config, run_dir, callbacks)
+        yield
     except InputError:
-        if resume is None and not member_folder(run_dir, 0).exists():  # bad input: the first member wrote nothing
+        if resume is None and not first.exists():
             written.unlink()
             if created:
                 run_dir.rmdir()
         raise
-    return _finish(config, run_dir, reports)
 
 
-def _train_members(config: TrainConfig, run_dir: Path, callbacks: Sequence) -> list[dict[str, Any]]:
-    """Each member's report: read where it finished before, else from training it (on, where it stopped)."""
-    reports = []
-    for k, member in enumerate(member_configs(config)):
-        folder = member_folder(run_dir, k)
-        epochs = _asked_epochs(config, folder)
-        done = run_report(folder)
-        if done is not None and (epochs is None or epochs <= done["epochs"]):
-            log.info("member %d of %d (seed %d): finished before; kept", k + 1, config.members, member.seed)
-            reports.append(done)
-            continue
-        # A member trained afresh is named by its run's own first line ("training ... run directory RUN/member-K").
-        if (folder / "checkpoints" / "last.ckpt").exists():
-            log.info("member %d of %d (seed %d): continues where it stopped", k + 1, config.members, member.seed)
-            stopped = load_resume(folder, {"precision": config.precision, "epochs": epochs})
-            reports.append(train(stopped, resume=folder, callbacks=callbacks))
-            continue
-        if folder.exists():
-            shutil.rmtree(folder)  # stopped before its first epoch ended: nothing trained to keep
-        reports.append(train(member, out=folder, callbacks=callbacks))
-    return reports
+def train_inner(
+    config: TrainConfig, folder: Path, name: str, *, precision: str, callbacks: Sequence, epochs: int | None = None
+) -> dict[str, Any]:
+    """The report of the run in ``folder`` (``name`` it in the log, e.g. "member 1 of 2"): kept where it
+    finished (unless ``epochs`` asks for more), continued where it stopped (to ``epochs``, where given), else
+    trained afresh from ``config``. A run trained afresh is named by its own first line ("training ... run
+    directory RUN/member-K")."""
+    done = run_report(folder)
+    if done is not None and (epochs is None or epochs <= done["epochs"]):
+        log.info("%s (seed %d): finished before; kept", name, config.seed)
+        return done
+    if (folder / "checkpoints" / "last.ckpt").exists():
+        log.info("%s (seed %d): continues where it stopped", name, config.seed)
+        return train(
+            load_resume(folder, {"precision": precision, "epochs": epochs}), resume=folder, callbacks=callbacks
+        )
+    if folder.exists():
+        shutil.rmtree(folder)  # stopped before its first epoch ended: nothing trained to keep
+    return train(config, out=folder, callbacks=callbacks)
 
 
 def _asked_epochs(config: TrainConfig, folder: Path) -> int | None:

@@ -24,7 +24,7 @@ from alexnet.data.datasets import FOLDER
 from alexnet.data.imageset import Dataset
 from alexnet.errors import InputError, TrainingStopped
 from alexnet.modelcard import DataSpec, InputSpec, ModelCard
-from alexnet.modeldir import REPORT_FILE, TEACHER_FOLDER
+from alexnet.modeldir import REPORT_FILE, TEACHER_FOLDER, own_teacher
 from alexnet.models import get_architecture, model_spec
 from alexnet.models.build import build
 from alexnet.models.plan import fits, smallest_input_size
@@ -223,8 +223,7 @@ def check_run_dir(run_dir: Path, resume: Path | None, teacher: str | None = None
     it (a born-again run's, with the settings it was started with); a resumed one is its own."""
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError(f"{run_dir}: is a file; --out takes a folder for the run")
-    own_teacher = teacher is not None and Path(teacher) == run_dir / TEACHER_FOLDER
-    allowed = {TEACHER_FOLDER, CONFIG_FILE} if own_teacher else set()
+    allowed = {TEACHER_FOLDER, CONFIG_FILE} if own_teacher(run_dir, teacher) else set()
     if resume is None and run_dir.exists() and any(p.name not in allowed for p in run_dir.iterdir()):
         raise InputError(f"{run_dir}: already holds files; choose another --out or --resume it")
 
@@ -414,7 +413,7 @@ def finalize(run: PreparedRun, engine: Engine, fit_time_s: float) -> dict | None
         "run_dir": str(run.run_dir),
         "config": config.to_dict(),
     }
-    if config.distill is not None and Path(config.distill) == run.run_dir / TEACHER_FOLDER:
+    if own_teacher(run.run_dir, config.distill):
         from alexnet.training.distill import with_teacher
 
         report = with_teacher(report, run.run_dir / TEACHER_FOLDER)  # a born-again run: the teacher's time too
