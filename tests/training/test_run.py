@@ -97,6 +97,33 @@ def test_a_run_records_what_training_did_and_notes_test_views_it_never_did(tmp_p
     assert "note:" not in capsys.readouterr().err
 
 
+def test_the_test_after_training_scores_its_views_as_alexnet_evaluate_does(tmp_path, data_root):
+    from types import SimpleNamespace
+
+    from alexnet.evaluation import evaluate
+    from alexnet.inference import load_classifier
+    from alexnet.training.datamodule import ImageDataModule
+
+    run = tmp_path / "crops"
+    views = ["--padding", "2", "--tta", "ten-crop", "--precision", "fp32"]
+    assert _train(tmp_path, data_root, run, *views, epochs=1) == 0
+    report = json.loads((run / "report.json").read_text())
+    again = evaluate(run, root=data_root, tta="ten-crop", precision="fp32", batch_size=7, write=False)
+    assert report["test_top1"] == again["top1"] and report["test_loss"] == pytest.approx(again["loss"], rel=1e-5)
+    # losses are means over images, the 100 test and 120 validation images being no whole number of batches of 32
+    validated = evaluate(run, root=data_root, split="val", precision="fp32", write=False)
+    assert (validated["n"], again["n"]) == (120, 100)
+    assert float(_metrics(run)[-1]["val_loss"]) == pytest.approx(validated["loss"], rel=1e-5)
+    # The views reach the task as stored pixels, a quarter of the bytes of model inputs, and are made inputs
+    # a pass at a time there.
+    preprocess = load_classifier(run, precision="fp32").preprocess
+    data = ImageDataModule(SimpleNamespace(), preprocess, batch_size=5, seed=0, tta="ten-crop")
+    data.trainer = SimpleNamespace(training=False, testing=True)
+    images = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
+    crops, _ = data.on_after_batch_transfer((images, torch.zeros(5)), 0)
+    assert crops.dtype == torch.uint8 and crops.shape == (10, 5, 1, 28, 28)
+
+
 def test_same_seed_same_metrics(tmp_path, data_root):
     assert _train(tmp_path, data_root, tmp_path / "a") == 0
     assert _train(tmp_path, data_root, tmp_path / "b") == 0

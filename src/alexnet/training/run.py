@@ -265,6 +265,7 @@ def build_engine(run: PreparedRun, *, callbacks: Sequence = (), trainer: Any = N
         run.steps_per_epoch,
         run.loaded,
         teacher=run.teacher,
+        finish_views=run.preprocess.finish_views,
     )
     return Engine(trainer, task, data)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
@@ -25,8 +27,10 @@ class NonFiniteLoss(RuntimeError):
 class ClassificationTask(pl.LightningModule):
     """Trains ``model`` with cross-entropy; logs train/val loss and accuracy per epoch; tests top-1/top-5.
 
-    Batches arrive preprocessed by the data module: (N, C, S, S) float for training and (V, N, C, S, S)
-    views for evaluation, whose softmax outputs are averaged (test-time augmentation).
+    Batches arrive from the data module as (N, C, S, S) float inputs for training and, for evaluation, as
+    (V, N, C, s, s) views still in stored pixels (``Preprocess.test_crops``), which ``finish_views`` makes
+    model inputs a pass at a time (``inference.average_views``) and whose softmax outputs are averaged
+    (test-time augmentation). Without ``finish_views`` the views must arrive as model inputs.
     """
 
     def __init__(
@@ -37,9 +41,11 @@ class ClassificationTask(pl.LightningModule):
         steps_per_epoch: int,
         loaded: Loaded | None = None,
         teacher: nn.Module | None = None,
+        finish_views: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
+        self.finish_views = finish_views
         self.loaded = loaded
         self.freeze = None
         if loaded is not None:
@@ -116,12 +122,13 @@ class ClassificationTask(pl.LightningModule):
 
     def _views_logits(self, views: torch.Tensor) -> torch.Tensor:
         """Mean softmax over the views, returned as log-probabilities (N, K)."""
-        return average_views(self, views).clamp_min(1e-12).log()  # under Lightning's own autocast
+        # under Lightning's own autocast
+        return average_views(self, views, self.finish_views).clamp_min(1e-12).log()
 
     def validation_step(self, batch, batch_idx: int) -> None:
         views, labels = batch
         log_probabilities = self._views_logits(views)
-        self.val_loss.update(F.nll_loss(log_probabilities, labels))
+        self.val_loss.update(F.nll_loss(log_probabilities, labels, reduction="none"))  # a mean per image
         self.val_acc.update(log_probabilities, labels)
 
     def on_validation_epoch_end(self) -> None:
@@ -132,7 +139,7 @@ class ClassificationTask(pl.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         views, labels = batch
         log_probabilities = self._views_logits(views)
-        self.test_loss.update(F.nll_loss(log_probabilities, labels))
+        self.test_loss.update(F.nll_loss(log_probabilities, labels, reduction="none"))
         self.test_top1.update(log_probabilities, labels)
         self.test_top5.update(log_probabilities, labels)
         self.test_confusion.update(log_probabilities, labels)
