@@ -121,8 +121,7 @@ class ClassificationTask(pl.LightningModule):
         self.train_acc.reset()
 
     def _views_logits(self, views: torch.Tensor) -> torch.Tensor:
-        """Mean softmax over the views, returned as log-probabilities (N, K)."""
-        # under Lightning's own autocast
+        """Mean softmax over the views, returned as log-probabilities (N, K), under Lightning's own autocast."""
         return average_views(self, views, self.finish_views).clamp_min(1e-12).log()
 
     def validation_step(self, batch, batch_idx: int) -> None:
