@@ -364,8 +364,8 @@ def _plot(run: PreparedRun, engine: Engine, rows: list[dict], matrix: np.ndarray
     plot_confusion(matrix, test_set.classes, run.run_dir / "confusion.png", f"{title}: test confusion")
     shown = np.linspace(0, len(test_set) - 1, min(32, len(test_set))).astype(int)
     task = engine.task.eval()
-    views = run.preprocess.evaluate(torch.from_numpy(test_set.images[shown]).to(task.device), run.config.tta)
-    predicted = average_views(task, views).argmax(-1).cpu()
+    crops = run.preprocess.test_crops(torch.from_numpy(test_set.images[shown]).to(task.device), run.config.tta)
+    predicted = average_views(task, crops, task.finish_views).argmax(-1).cpu()  # as the test step scores them
     plot_predictions(
         test_set.images[shown], test_set.labels[shown].tolist(), predicted.tolist(),
         test_set.classes, run.run_dir / "predictions.png", f"{title}: test predictions",
