@@ -233,6 +233,32 @@ def test_alexnet_cifar_fast_takes_one_block_per_width():
         get_model("alexnet_cifar_fast", widths=())
 
 
+def test_alexnet_cifar_fast_block_convs_deepens_each_block_at_its_pooled_map():
+    deep = get_model("alexnet_cifar_fast", widths=(16, 32, 32), block_convs=3).eval()
+    convs = [m for m in deep.features if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 1 + 3 * 3  # the stem, then three convs a block
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in deep.modules()) == 9
+    assert not any(isinstance(m, nn.Conv2d) and m.bias is not None for m in convs[1:])
+    x = torch.zeros(2, 3, 32, 32)
+    shapes = []
+    for layer in deep.features:
+        x = layer(x)
+        if isinstance(layer, nn.Conv2d):
+            shapes.append(tuple(x.shape[1:]))
+    # each further conv keeps its block's pooled map and width
+    assert shapes[1:] == [(16, 31, 31), (16, 15, 15), (16, 15, 15), (32, 15, 15), (32, 7, 7), (32, 7, 7),
+                          (32, 7, 7), (32, 3, 3), (32, 3, 3)]  # fmt: skip
+    assert deep(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    # the default is the two-conv block, keys and all; one conv a block drops the second
+    assert (
+        get_model("alexnet_cifar_fast", block_convs=2).state_dict().keys()
+        == get_model("alexnet_cifar_fast").state_dict().keys()
+    )
+    assert sum(isinstance(m, nn.Conv2d) for m in get_model("alexnet_cifar_fast", block_convs=1).modules()) == 4
+    with pytest.raises(ValueError, match="block_convs must be at least 1"):
+        get_model("alexnet_cifar_fast", block_convs=0)
+
+
 def test_dropout_without_hidden_layers_drops_the_output_layers_input():
     # a head of one Linear used to ignore --dropout; now it drops that Linear's input, as timm's drop_rate does
     plain = get_model("alexnet_cifar_fast").classifier

@@ -67,6 +67,7 @@ def alexnet_cifar_fast(
     dropout: float = 0.0,
     hidden: Sequence[int] = (),
     widths: Sequence[int] = (64, 256, 256),
+    block_convs: int = 2,
     stem_kernel: int = 2,
     stem_stride: int = 1,
     logit_scale: float = 1 / 9,
@@ -95,9 +96,13 @@ def alexnet_cifar_fast(
     proportion to the rest at the recipe's learning rate. ``activation="gelu"`` swaps every ReLU for
     airbench's GELU. ``stem_stride=2`` halves the stem's map, so photos of twice the side cost the later
     blocks what photos of the side did (104-px crops of 128-px photos: 0.73x the multiply-adds of 64-px crops).
+    ``block_convs`` sets the convolutions in each block: the first pools, each further one (conv, BN, ReLU, a
+    partial identity at first) keeps the pooled map; 3 is airbench96's depth without its residual connection.
     """
     if not widths:
         raise ValueError("widths needs one width per block, at least one")
+    if block_convs < 1:
+        raise ValueError(f"block_convs must be at least 1, not {block_convs}")
     if activation not in ("relu", "gelu"):
         raise ValueError(f"activation must be relu or gelu, not {activation!r}")
     act = ReLU if activation == "relu" else GELU
@@ -106,7 +111,8 @@ def alexnet_cifar_fast(
     width = stem
     for out in widths:
         layers += [Conv(width, out, 3, padding=1, bias=False), MaxPool(2, 2), BatchNorm(out), act()]
-        layers += [Conv(out, out, 3, padding=1, bias=False), BatchNorm(out), act()]
+        for _ in range(block_convs - 1):
+            layers += [Conv(out, out, 3, padding=1, bias=False), BatchNorm(out), act()]
         width = out
     layers.append(MaxPool(3, 3))
     head = mlp_head(width, hidden, num_classes, dropout, dropout_first=True)
