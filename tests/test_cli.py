@@ -214,6 +214,17 @@ def test_bad_values_of_derived_flags_exit_2(capsys):
     assert "epochs must be at least 1" in capsys.readouterr().err
 
 
+def test_a_model_option_value_the_builder_refuses_exits_2_with_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    flags = ["--model", "alexnet_cifar_fast", "--epochs", "1", "--out", str(out)]
+    assert main(["train", *flags, "--model-options", "{widths: []}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "alexnet: error: model 'alexnet_cifar_fast': widths needs one width per block, at least one"
+    assert main(["train", *flags, "--model-options", "{block_convs: 0}"]) == 2
+    assert capsys.readouterr().err.strip().endswith("block_convs must be a whole number, at least 1, not 0")
+    assert not out.exists()
+
+
 def test_log_lines_follow_stderr_when_it_is_redirected_after_the_first_command(capsys):
     import contextlib
     import io

@@ -255,8 +255,9 @@ def test_alexnet_cifar_fast_block_convs_deepens_each_block_at_its_pooled_map():
         == get_model("alexnet_cifar_fast").state_dict().keys()
     )
     assert sum(isinstance(m, nn.Conv2d) for m in get_model("alexnet_cifar_fast", block_convs=1).modules()) == 4
-    with pytest.raises(ValueError, match="block_convs must be at least 1"):
-        get_model("alexnet_cifar_fast", block_convs=0)
+    for bad in (0, 2.5):
+        with pytest.raises(ValueError, match="block_convs must be a whole number, at least 1"):
+            get_model("alexnet_cifar_fast", block_convs=bad)
 
 
 def test_dropout_without_hidden_layers_drops_the_output_layers_input():

@@ -30,6 +30,13 @@ def test_unknown_option_is_an_input_error():
         get_model("alexnet", towers=2)
 
 
+def test_an_option_value_the_builder_refuses_is_an_input_error():
+    with pytest.raises(InputError, match="^model 'alexnet_cifar_fast': widths needs one width per block"):
+        get_model("alexnet_cifar_fast", widths=())
+    with pytest.raises(InputError, match="^model 'alexnet_cifar_fast': .*not iterable"):
+        get_model("alexnet_cifar_fast", widths=64)
+
+
 def test_image_size_reaches_only_builders_that_use_it():
     assert model_spec("vgg16").adapts_to_image_size
     assert not model_spec("alexnet").adapts_to_image_size

@@ -101,8 +101,8 @@ def alexnet_cifar_fast(
     """
     if not widths:
         raise ValueError("widths needs one width per block, at least one")
-    if block_convs < 1:
-        raise ValueError(f"block_convs must be at least 1, not {block_convs}")
+    if not isinstance(block_convs, int) or block_convs < 1:
+        raise ValueError(f"block_convs must be a whole number, at least 1, not {block_convs!r}")
     if activation not in ("relu", "gelu"):
         raise ValueError(f"activation must be relu or gelu, not {activation!r}")
     act = ReLU if activation == "relu" else GELU

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from alexnet.errors import InputError
+from alexnet.errors import InputError, first_line
 from alexnet.models.plan import Architecture
 from alexnet.models.weights import Weights
 
@@ -76,7 +76,8 @@ def get_architecture(name: str, *, image_size: int | None = None, **kwargs) -> A
 
     ``image_size`` reaches only builders whose head depends on it (VGG); the others accept any input
     their layers can take. Other keyword arguments go to the builder unchanged; one it does not take
-    raises ``InputError``.
+    raises ``InputError``, and so does a value the builder refuses (its ``ValueError`` or ``TypeError``), so that
+    ``--model-options "{widths: []}"`` is a one-line error, not a traceback.
     """
     spec = model_spec(name)
     if image_size is not None and spec.adapts_to_image_size:
@@ -85,7 +86,12 @@ def get_architecture(name: str, *, image_size: int | None = None, **kwargs) -> A
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise InputError(f"model {name!r} takes no option {', '.join(unknown)}; it takes {', '.join(accepted)}")
-    return spec.builder(**kwargs)
+    try:
+        return spec.builder(**kwargs)
+    except InputError:
+        raise
+    except (ValueError, TypeError) as error:
+        raise InputError(f"model {name!r}: {first_line(error)}") from None
 
 
 def get_model(name: str, *, image_size: int | None = None, **kwargs) -> nn.Module:
