@@ -77,6 +77,7 @@ def test_unknown_recipe():
         ({"epochs": None}, "epochs must be a number, not None"),
         ({"model": {"a": 1}}, "model must be text"),
         ({"hidden": [0, -5]}, "hidden widths must be positive"),
+        ({"sam_rho": -0.05}, "sam_rho must be at least 0, not -0.05"),
     ],
 )
 def test_every_source_of_settings_is_checked_in_one_place(tmp_path, settings, message):

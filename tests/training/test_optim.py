@@ -1,9 +1,21 @@
+import lightning.pytorch as pl
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from alexnet.models import get_model
 from alexnet.training.config import TrainConfig
-from alexnet.training.optim import StepSchedule, build_optimizer, build_scheduler, parameter_groups, start_momentum
+from alexnet.training.optim import (
+    SharpnessAware,
+    StepSchedule,
+    build_optimizer,
+    build_scheduler,
+    kept_norm_statistics,
+    parameter_groups,
+    start_momentum,
+)
+from alexnet.training.task import ClassificationTask
 
 
 def test_norms_and_biases_are_spared_from_weight_decay():
@@ -103,3 +115,76 @@ def test_a_zero_momentum_buffer_takes_the_same_first_step_as_torchs_own():
             optimizer.step()
         steps.append(weight.detach().clone())
     assert torch.allclose(steps[0], steps[1], atol=0, rtol=1e-6)
+
+
+def _small_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3))
+
+
+def test_sam_moves_the_weights_rho_uphill_and_restores_them_exactly():
+    model = _small_net()
+    before = [p.detach().clone() for p in model.parameters()]
+    F.cross_entropy(model(torch.randn(8, 4)), torch.randint(0, 3, (8,))).backward()
+    model[1].weight.grad = None  # a parameter without a gradient (frozen) stays where it is
+    sam = SharpnessAware(rho=0.5)
+    sam.ascend(model)
+    moves = [p.detach() - b for p, b in zip(model.parameters(), before, strict=True)]
+    assert torch.equal(moves[2], torch.zeros_like(moves[2]))
+    assert torch.linalg.vector_norm(torch.cat([m.flatten() for m in moves])).item() == pytest.approx(0.5, rel=1e-5)
+    gradients = [p.grad for p in model.parameters() if p.grad is not None]
+    scale = 0.5 / torch.linalg.vector_norm(torch.cat([g.flatten() for g in gradients]))
+    for move, parameter in zip(moves, model.parameters(), strict=True):
+        if parameter.grad is not None:  # along the gradient
+            torch.testing.assert_close(move, parameter.grad * scale)
+    sam.restore()
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True))
+    with pytest.raises(ValueError, match="rho must be positive"):
+        SharpnessAware(0.0)
+
+
+def test_kept_norm_statistics_normalise_by_the_batch_and_leave_the_running_ones():
+    model = _small_net()
+    x = torch.randn(8, 4)
+    running = {k: v.clone() for k, v in model[1].named_buffers()}
+    with kept_norm_statistics(model):
+        inside = model(x)
+    assert all(torch.equal(v, running[k]) for k, v in model[1].named_buffers())
+    assert torch.equal(inside, model(x))  # the same batch statistics were used
+    assert not torch.equal(model[1].running_mean, running["running_mean"])  # outside, they update
+
+
+def _one_step(model, x, y, **settings) -> pl.Trainer:
+    config = TrainConfig(lr=0.1, momentum=0.0, weight_decay=0.0, schedule="constant", warmup_epochs=0, **settings)
+    task = ClassificationTask(model, config, classes=("a", "b", "c"), steps_per_epoch=1)
+    trainer = pl.Trainer(
+        max_epochs=1, accelerator="cpu", precision="32-true", logger=False, enable_checkpointing=False,
+        limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(task, torch.utils.data.DataLoader(list(zip(x, y, strict=True)), batch_size=len(x)))
+    return trainer
+
+
+def test_a_sam_step_descends_with_the_gradient_at_the_moved_weights():
+    """w <- w - lr * grad L(w + rho g / ||g||), g = grad L(w); BatchNorm's running statistics and the logged
+    training loss come from the pass at w alone, as in a step without SAM."""
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    reference = _small_net()
+    weights = [p.detach().clone() for p in reference.parameters()]
+    first = torch.autograd.grad(F.cross_entropy(reference(x), y), list(reference.parameters()))
+    norm = torch.linalg.vector_norm(torch.cat([g.flatten() for g in first]))
+    with torch.no_grad():
+        for parameter, gradient in zip(reference.parameters(), first, strict=True):
+            parameter.add_(0.05 * gradient / norm)
+    second = torch.autograd.grad(F.cross_entropy(reference(x), y), list(reference.parameters()))
+
+    model = _small_net()
+    sam = _one_step(model, x, y, sam_rho=0.05)
+    for parameter, weight, gradient in zip(model.parameters(), weights, second, strict=True):
+        torch.testing.assert_close(parameter.detach(), weight - 0.1 * gradient)
+    plain_model = _small_net()
+    plain = _one_step(plain_model, x, y)
+    assert not torch.allclose(plain_model[0].weight, model[0].weight)
+    assert torch.equal(plain_model[1].running_mean, model[1].running_mean)
+    assert torch.equal(plain_model[1].num_batches_tracked, model[1].num_batches_tracked)
+    assert sam.callback_metrics["train_loss"].item() == pytest.approx(plain.callback_metrics["train_loss"].item())

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -81,6 +82,56 @@ def start_momentum(optimizer: torch.optim.Optimizer) -> None:
             state = optimizer.state[parameter]
             if parameter.requires_grad and state.get("momentum_buffer") is None:
                 state["momentum_buffer"] = torch.zeros_like(parameter)
+
+
+class SharpnessAware:
+    """SAM, sharpness-aware minimisation (Foret et al., 2021): each step descends with the gradient taken at
+    ``w + rho g / ||g||``, the highest point of the loss within ``rho`` of the weights to first order, so
+    training favours minima whose surroundings are low too. ``g`` is the gradient at ``w`` (every parameter
+    that has one, one norm over all of them). A step costs two forward and backward passes.
+
+    ``ascend`` moves the weights there and keeps the originals; ``restore`` puts them back exactly, to be called
+    after the second backward pass and before the optimiser steps with its gradient. BatchNorm running
+    statistics are a separate matter: see ``kept_norm_statistics``.
+    """
+
+    def __init__(self, rho: float) -> None:
+        if rho <= 0:
+            raise ValueError(f"SAM's rho must be positive, got {rho}")
+        self.rho = rho
+        self._saved: list[tuple[nn.Parameter, torch.Tensor]] = []
+
+    @torch.no_grad()
+    def ascend(self, model: nn.Module) -> None:
+        moving = [p for p in model.parameters() if p.grad is not None]
+        if not moving:
+            return
+        norm = torch.nn.utils.get_total_norm([p.grad for p in moving])
+        scale = self.rho / (norm + 1e-12)
+        self._saved = [(p, p.detach().clone()) for p in moving]
+        for p in moving:
+            p.add_(p.grad.to(p.dtype) * scale)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for parameter, original in self._saved:
+            parameter.copy_(original)
+        self._saved = []
+
+
+@contextlib.contextmanager
+def kept_norm_statistics(model: nn.Module) -> Iterator[None]:
+    """BatchNorm layers normalise by their batch as ever, but leave their running statistics as they found them:
+    SAM's second pass sees the batch again, at moved weights, and must not count it twice."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [{k: v.clone() for k, v in m.named_buffers(recurse=False)} for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, buffers in zip(norms, saved, strict=True):
+                for name, value in buffers.items():
+                    getattr(m, name).copy_(value)
 
 
 @dataclass

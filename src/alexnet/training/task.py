@@ -16,7 +16,13 @@ from alexnet.inference import average_views
 from alexnet.models.weights import Loaded
 from alexnet.training.distill import distillation_loss
 from alexnet.training.finetune import FreezeSchedule, apply_freeze, freeze_norms
-from alexnet.training.optim import build_optimizer, build_scheduler, start_momentum
+from alexnet.training.optim import (
+    SharpnessAware,
+    build_optimizer,
+    build_scheduler,
+    kept_norm_statistics,
+    start_momentum,
+)
 from alexnet.training.speedups import Lookahead, first_conv
 
 
@@ -66,6 +72,8 @@ class ClassificationTask(pl.LightningModule):
             if config.lookahead > 0
             else None
         )
+        self.sam = SharpnessAware(config.sam_rho) if config.sam_rho > 0 else None
+        self._at_moved_weights = False  # SAM's second pass: its loss and accuracy are not the step's
         # Metrics stay on the device and are reduced once per epoch (and across processes).
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.train_acc = MulticlassAccuracy(k, average="micro")
@@ -103,9 +111,30 @@ class ClassificationTask(pl.LightningModule):
             raise NonFiniteLoss(
                 f"the training loss became {loss.item()} at epoch {self.current_epoch}, step {batch_idx}"
             )
+        if self._at_moved_weights:
+            return loss
         self.train_loss.update(loss.detach())
         self.train_acc.update(logits.detach(), labels.argmax(1) if labels.ndim == 2 else labels)
         return loss
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
+        """With ``sam_rho``: the closure (forward, backward) runs at the weights, then at the weights moved uphill
+        (``SharpnessAware``), and the optimiser steps from the weights with the second gradient."""
+        if self.sam is None or optimizer_closure is None:
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        optimizer_closure()
+        self.sam.ascend(self.model)
+
+        def at_moved_weights():
+            self._at_moved_weights = True
+            try:
+                with kept_norm_statistics(self.model):
+                    return optimizer_closure()
+            finally:
+                self._at_moved_weights = False
+                self.sam.restore()
+
+        optimizer.step(closure=at_moved_weights)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.ema is not None:
