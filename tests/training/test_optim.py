@@ -188,3 +188,7 @@ def test_a_sam_step_descends_with_the_gradient_at_the_moved_weights():
     assert torch.equal(plain_model[1].running_mean, model[1].running_mean)
     assert torch.equal(plain_model[1].num_batches_tracked, model[1].num_batches_tracked)
     assert sam.callback_metrics["train_loss"].item() == pytest.approx(plain.callback_metrics["train_loss"].item())
+    late_model = _small_net()
+    _one_step(late_model, x, y, sam_rho=0.05, sam_start_epoch=1)  # late SAM: the first epoch steps plainly
+    late, plain_state = late_model.state_dict(), plain_model.state_dict()
+    assert all(torch.equal(late[key], plain_state[key]) for key in plain_state)

@@ -528,6 +528,18 @@ def test_a_time_budget_trains_the_epochs_that_fit_and_is_an_ordinary_run_after(t
     assert [r["epoch"] for r in _metrics(tmp_path / "roomy")] == ["1", "2"]
 
 
+def test_late_sam_trains_within_a_time_budget_reproducibly_from_its_start_epoch(tmp_path, data_root):
+    sam = ("--set", "sam_rho=0.05", "--set", "sam_start_epoch=1")
+    with _training_log() as said:
+        assert _train(tmp_path, data_root, tmp_path / "sam", *sam, "--time-budget", "1000") == 0
+    assert any(line.startswith("time budget 1000 min: 2 epochs of about") for line in said)
+    assert _train(tmp_path, data_root, tmp_path / "again", *sam) == 0
+    assert _train(tmp_path, data_root, tmp_path / "plain") == 0
+    rows, again, plain = (_comparable(_metrics(tmp_path / run)) for run in ("sam", "again", "plain"))
+    assert rows == again  # the same seed, the same metrics, the probes notwithstanding
+    assert rows[0] == plain[0] and rows[1] != plain[1]  # SAM from the second epoch on
+
+
 def test_a_time_budget_for_several_processes_is_one_line(tmp_path, data_root, capsys):
     out = tmp_path / "never"
     assert _train(tmp_path, data_root, out, "--time-budget", "1", "--devices", "2") == 2

@@ -43,13 +43,15 @@ PLANNED_SHARE = 0.9
 
 def scale_schedule(config: TrainConfig, epochs: int) -> TrainConfig:
     """``config`` trained for ``epochs``, its other epoch counts (warm-up, the whitening bias's epochs, the
-    step schedule's period, the two-stage head epochs) scaled alike, so the schedule keeps its shape."""
+    step schedule's period, late SAM's start, the two-stage head epochs) scaled alike, so the schedule keeps
+    its shape."""
     factor = epochs / config.epochs
     return config.replace(
         epochs=epochs,
         warmup_epochs=round(config.warmup_epochs * factor, 4),
         whiten_bias_epochs=round(config.whiten_bias_epochs * factor, 4),
         step_epochs=max(1, round(config.step_epochs * factor)),
+        sam_start_epoch=round(config.sam_start_epoch * factor, 4),
         # A two-stage run keeps both stages while it has two epochs: the head's first, then everything.
         head_epochs=min(epochs - 1, max(1, round(config.head_epochs * factor))) if config.head_epochs else 0,
     )
@@ -77,9 +79,24 @@ def _per_batch(ends: list[float], skip: int) -> float:
 
 
 def epoch_seconds(run: PreparedRun) -> float:
-    """Seconds one epoch of ``run`` takes here: its training steps and its validation pass, each timed on a
-    few batches of a probe that trains a copy of the model (the run's own model, data and randomness are
-    untouched: the probe's generators are its own, and every epoch reseeds)."""
+    """Seconds one epoch of ``run`` takes here, on average over its epochs: its training steps and its validation
+    pass, each timed on a few batches of a probe that trains a copy of the model (the run's own model, data and
+    randomness are untouched: the probe's generators are its own, and every epoch reseeds). The probe trains as
+    the first epoch does; late SAM (``sam_start_epoch``) makes the later epochs dearer, so both kinds are
+    timed and weighted by their share of the run, which scaling the schedule keeps."""
+    config = run.config
+    if config.sam_rho > 0 and config.sam_start_epoch > 0:
+        plain = _probe_epoch(replace(run, config=config.replace(sam_rho=0.0)))
+        share = min(1.0, config.sam_start_epoch / config.epochs)
+        if share == 1.0:
+            return plain
+        sharpness_aware = _probe_epoch(replace(run, config=config.replace(sam_start_epoch=0.0)))
+        return share * plain + (1 - share) * sharpness_aware
+    return _probe_epoch(run)
+
+
+def _probe_epoch(run: PreparedRun) -> float:
+    """Seconds one epoch of ``run`` takes here if it trains as its first epoch does (``epoch_seconds``)."""
     from alexnet.training.run import build_engine
     from alexnet.training.trainer import quiet_lightning, step_settings
 

@@ -99,6 +99,7 @@ class TrainConfig:
     lookahead: float = 0.0  # per-step decay of lookahead's slow weights, e.g. 0.95; 0 turns it off
     lookahead_steps: int = 5  # fast steps between lookahead syncs
     sam_rho: float = 0.0  # SAM: each step's gradient taken this far uphill of the weights (2 passes a step); 0: off
+    sam_start_epoch: float = 0.0  # with sam_rho: epochs trained without SAM before it starts (late SAM); 0: none
     early_stopping: int = 0  # epochs without val_acc improvement before stopping; 0 turns it off
     # execution
     precision: Literal[*PRECISIONS] = "auto"  # auto: bf16 where this machine does bf16 fast, else fp32
@@ -158,6 +159,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "warmup_epochs": (0, math.inf), "grad_clip": (0, math.inf), "padding": (0, 4096), "cutout": (0, 4096),
     "mixup": (0, math.inf), "cutmix": (0, math.inf), "time_budget": (0, math.inf), "split_seed": (0, 2**32 - 1),
     "members": (1, 1000), "distill_weight": (0, 1), "distill_temperature": (0.05, 100), "sam_rho": (0, math.inf),
+    "sam_start_epoch": (0, math.inf),
 }  # fmt: skip
 
 

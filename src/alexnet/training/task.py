@@ -118,9 +118,10 @@ class ClassificationTask(pl.LightningModule):
         return loss
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
-        """With ``sam_rho``: the closure (forward, backward) runs at the weights, then at the weights moved uphill
-        (``SharpnessAware``), and the optimiser steps from the weights with the second gradient."""
-        if self.sam is None or optimizer_closure is None:
+        """With ``sam_rho``, from epoch ``sam_start_epoch`` on: the closure (forward, backward) runs at the weights,
+        then at the weights moved uphill (``SharpnessAware``), and the optimiser steps from the weights with the
+        second gradient."""
+        if self.sam is None or optimizer_closure is None or epoch < self.config.sam_start_epoch:
             return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         optimizer_closure()
         self.sam.ascend(self.model)
