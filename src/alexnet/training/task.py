@@ -74,6 +74,7 @@ class ClassificationTask(pl.LightningModule):
         )
         self.sam = SharpnessAware(config.sam_rho) if config.sam_rho > 0 else None
         self._at_moved_weights = False  # SAM's second pass: its loss and accuracy are not the step's
+        self._taught: torch.Tensor | None = None  # the teacher's probabilities for the batch being trained on
         # Metrics stay on the device and are reduced once per epoch (and across processes).
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.train_acc = MulticlassAccuracy(k, average="micro")
@@ -104,9 +105,10 @@ class ClassificationTask(pl.LightningModule):
         loss = F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
         if self.teacher is not None:
             temperature, weight = self.config.distill_temperature, self.config.distill_weight
-            with torch.no_grad():
-                taught = self.teacher(images, temperature)
-            loss = (1 - weight) * loss + weight * distillation_loss(logits, taught, temperature)
+            if not self._at_moved_weights:  # SAM's second pass sees the same batch: the teacher's answer stands
+                with torch.no_grad():
+                    self._taught = self.teacher(images, temperature)
+            loss = (1 - weight) * loss + weight * distillation_loss(logits, self._taught, temperature)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(
                 f"the training loss became {loss.item()} at epoch {self.current_epoch}, step {batch_idx}"
