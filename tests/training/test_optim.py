@@ -154,9 +154,9 @@ def test_kept_norm_statistics_normalise_by_the_batch_and_leave_the_running_ones(
     assert not torch.equal(model[1].running_mean, running["running_mean"])  # outside, they update
 
 
-def _one_step(model, x, y, **settings) -> pl.Trainer:
+def _one_step(model, x, y, teacher=None, **settings) -> pl.Trainer:
     config = TrainConfig(lr=0.1, momentum=0.0, weight_decay=0.0, schedule="constant", warmup_epochs=0, **settings)
-    task = ClassificationTask(model, config, classes=("a", "b", "c"), steps_per_epoch=1)
+    task = ClassificationTask(model, config, classes=("a", "b", "c"), steps_per_epoch=1, teacher=teacher)
     trainer = pl.Trainer(
         max_epochs=1, accelerator="cpu", precision="32-true", logger=False, enable_checkpointing=False,
         limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False,
@@ -192,3 +192,20 @@ def test_a_sam_step_descends_with_the_gradient_at_the_moved_weights():
     _one_step(late_model, x, y, sam_rho=0.05, sam_start_epoch=1)  # late SAM: the first epoch steps plainly
     late, plain_state = late_model.state_dict(), plain_model.state_dict()
     assert all(torch.equal(late[key], plain_state[key]) for key in plain_state)
+
+
+class _CountingTeacher(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, images: torch.Tensor, temperature: float) -> torch.Tensor:
+        self.calls += 1
+        return F.log_softmax(images[:, :3] / temperature, -1)
+
+
+def test_sams_second_pass_reuses_the_teachers_answer_for_the_batch():
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    teacher = _CountingTeacher()
+    _one_step(_small_net(), x, y, teacher=teacher, sam_rho=0.05, distill="teacher")
+    assert teacher.calls == 1
