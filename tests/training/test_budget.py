@@ -50,7 +50,7 @@ def test_late_sam_is_timed_as_both_kinds_of_epoch_weighted_by_their_share(monkey
     monkeypatch.setattr(budget, "_probe_epoch", probe)
     late = TrainConfig(epochs=80, sam_rho=0.05, sam_start_epoch=60)
     assert budget.epoch_seconds(_Run(late)) == pytest.approx(0.75 * 10 + 0.25 * 18)
-    assert [(c.sam_rho, c.sam_start_epoch) for c in probed] == [(0.0, 60), (0.05, 0.0)]
+    assert [(c.sam_rho, c.sam_start_epoch) for c in probed] == [(0.05, 60), (0.05, 0.0)]  # the run, then SAM's
     assert budget.epoch_seconds(_Run(late.replace(sam_start_epoch=0))) == 18.0  # SAM throughout: one probe
     assert budget.epoch_seconds(_Run(late.replace(sam_start_epoch=90))) == 10.0  # never reached: plain epochs
     assert budget.epoch_seconds(_Run(TrainConfig(sam_start_epoch=5))) == 10.0  # no SAM at all

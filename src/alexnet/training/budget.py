@@ -84,15 +84,13 @@ def epoch_seconds(run: PreparedRun) -> float:
     randomness are untouched: the probe's generators are its own, and every epoch reseeds). The probe trains as
     the first epoch does; late SAM (``sam_start_epoch``) makes the later epochs dearer, so both kinds are
     timed and weighted by their share of the run, which scaling the schedule keeps."""
+    first = _probe_epoch(run)
     config = run.config
-    if config.sam_rho > 0 and config.sam_start_epoch > 0:
-        plain = _probe_epoch(replace(run, config=config.replace(sam_rho=0.0)))
-        share = min(1.0, config.sam_start_epoch / config.epochs)
-        if share == 1.0:
-            return plain
+    plain_share = min(1.0, config.sam_start_epoch / config.epochs)  # with late SAM the first epoch is a plain one
+    if config.sam_rho > 0 and 0 < plain_share < 1:
         sharpness_aware = _probe_epoch(replace(run, config=config.replace(sam_start_epoch=0.0)))
-        return share * plain + (1 - share) * sharpness_aware
-    return _probe_epoch(run)
+        return plain_share * first + (1 - plain_share) * sharpness_aware
+    return first
 
 
 def _probe_epoch(run: PreparedRun) -> float:

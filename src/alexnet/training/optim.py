@@ -110,7 +110,7 @@ class SharpnessAware:
         scale = self.rho / (norm + 1e-12)
         self._saved = [(p, p.detach().clone()) for p in moving]
         for p in moving:
-            p.add_(p.grad.to(p.dtype) * scale)
+            p.add_(p.grad * scale)
 
     @torch.no_grad()
     def restore(self) -> None:
