@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from alexnet.runtime import resolve_precision
+
 pytestmark = pytest.mark.slow
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -39,7 +41,7 @@ def quick(tmp_path_factory):
 def test_every_benchmark_script_is_covered():
     assert SCRIPTS == [
         "distributed.py", "inference.py", "pipeline.py", "precision_accuracy.py", "serve_load.py",
-        "time_to_accuracy.py", "train_throughput.py",
+        "time_to_accuracy.py", "train_throughput.py", "weight_grad.py",
     ]  # fmt: skip
 
 
@@ -84,3 +86,20 @@ def test_train_throughput_quick_runs_the_diagnostic_without_lrn(quick):
     # alexnet_paper with its LRN layers replaced by identities (the script stops where it finds none to replace)
     (diagnostic,) = [line for line in lines if line["benchmark"].startswith("alexnet_paper without LRN (diagnostic)")]
     assert diagnostic["unit"] == "x alexnet images/s" and diagnostic["mean"] > 0
+
+
+def test_weight_grad_quick_times_both_gradients_and_each_recipes_steps(quick):
+    lines = [line for line in quick("weight_grad.py") if "peak" not in line["benchmark"]]
+    if resolve_precision("auto", "cpu") != "bf16":  # fp32 training takes oneDNN's gradient everywhere
+        assert [line["benchmark"] for line in lines] == ["bf16 weight gradients"]
+        return
+    shapes = {line["benchmark"]: line for line in lines if line["benchmark"].startswith("weight gradient")}
+    # the rule's choice beside each timing: 64 channels on 2x2 maps take the taps (with AMX or not), on 15x15 oneDNN's
+    assert shapes["weight gradient 8 x 64 on 2x2: oneDNN / taps"]["rule_takes_taps"] is True
+    assert shapes["weight gradient 8 x 64 on 15x15: oneDNN / taps"]["rule_takes_taps"] is False
+    assert all(line["onednn_ms"] >= 0 and line["taps_ms"] >= 0 and line["mean"] > 0 for line in shapes.values())
+    steps = [line for line in lines if "training steps" in line["benchmark"]]
+    assert [line["benchmark"].split()[0] for line in steps] == [
+        "cifar10-small", "cifar10", "fashion-mnist-best", "fashion-mnist",
+    ]  # fmt: skip
+    assert all(line["onednn_images_per_s"] > 0 and line["taps_images_per_s"] > 0 for line in steps)

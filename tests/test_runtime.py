@@ -1,5 +1,8 @@
 import subprocess
 import sys
+from pathlib import Path
+
+from alexnet import runtime
 
 
 def test_tune_allocator_takes_on_glibc():
@@ -8,3 +11,12 @@ def test_tune_allocator_takes_on_glibc():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     expected = "True" if sys.platform.startswith("linux") else "False"
     assert done.stdout.strip() == expected
+
+
+def test_cpu_features_are_the_flags_of_proc_cpuinfo():
+    cpuinfo = Path("/proc/cpuinfo")
+    words = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
+    flags = {word for word in words if word.startswith("avx")}
+    assert flags <= runtime.cpu_flags() <= words
+    assert runtime.cpu_has_amx() == ("amx_bf16" in words)
+    assert runtime.cpu_supports_bf16() == bool(words & {"avx512_bf16", "amx_bf16"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import platform
 import sys
 from typing import Literal
@@ -36,14 +37,25 @@ def tune_allocator(threshold_bytes: int = 1 << 30) -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, value)) and bool(mallopt(_M_TRIM_THRESHOLD, value))
 
 
-def cpu_supports_bf16() -> bool:
-    """True where bf16 matrix work is fast on this CPU: AVX512-BF16 or AMX."""
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (the ``flags`` lines of ``/proc/cpuinfo``), read once; empty where they cannot be
+    read."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = f.read().split()
+            return frozenset(word for line in f if line.startswith("flags") for word in line.partition(":")[2].split())
     except OSError:
-        return False
-    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+        return frozenset()
+
+
+def cpu_supports_bf16() -> bool:
+    """True where bf16 matrix work is fast on this CPU: AVX512-BF16 or AMX."""
+    return not cpu_flags().isdisjoint({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_has_amx() -> bool:
+    """True where this CPU multiplies bf16 matrices on AMX tiles (Intel Xeons since Sapphire Rapids)."""
+    return "amx_bf16" in cpu_flags()
 
 
 def resolve_precision(precision: str, device_type: str) -> Literal["bf16", "fp32"]:

@@ -3,8 +3,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alexnet import runtime
 from alexnet.models import get_model, layers
 from alexnet.models.layers import Conv2d, tap_weight_grad
+
+
+@pytest.fixture(params=[True, False], ids=["amx", "no-amx"])
+def amx(request, monkeypatch):
+    """The taps' rule of a CPU with AMX, then of one without (an AVX512-BF16 Zen 4), whatever this one has."""
+    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: request.param)
+    return request.param
 
 
 def _pair(in_channels, out_channels, *, bias=False, padding=1, kernel=3):
@@ -30,6 +38,7 @@ def _step(conv, x):
     ("channels", "side", "bias", "kernel", "padding"), [(64, 3, False, 3, 1), (256, 7, True, 3, 1), (64, 4, True, 1, 0)]
 )
 def test_tap_weight_gradient_is_torchs(monkeypatch, channels, side, bias, kernel, padding):
+    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: True)  # the wider rule: every case here takes the taps
     ours, theirs = _pair(channels, 32, bias=bias, kernel=kernel, padding=padding)
     calls = []
     apply = layers._TapConv.apply
@@ -61,7 +70,7 @@ def test_tap_weight_gradient_matches_float64():
         ("stride 2", 256, 6, torch.bfloat16, True, 2),
     ],
 )
-def test_other_convolutions_stay_torchs(monkeypatch, why, channels, side, dtype, training, stride):
+def test_other_convolutions_stay_torchs(monkeypatch, amx, why, channels, side, dtype, training, stride):
     conv = Conv2d(channels, 8, 3, padding=1, stride=stride).train(training)
     monkeypatch.setattr("alexnet.models.layers._TapConv.apply", lambda *a: pytest.fail(f"taps used: {why}"))
     x = torch.randn(2, channels, side, side, requires_grad=True)
@@ -69,7 +78,7 @@ def test_other_convolutions_stay_torchs(monkeypatch, why, channels, side, dtype,
         conv(x).sum().backward()
 
 
-def test_alexnet_cifar_fast_uses_taps_on_its_7_and_3_px_maps_and_keeps_torchs_state_dict():
+def test_alexnet_cifar_fast_uses_taps_on_its_small_maps_and_keeps_torchs_state_dict(amx):
     model = get_model("alexnet_cifar_fast", num_classes=10)
     convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
     assert all(type(m) is Conv2d for m in convs)
@@ -77,5 +86,15 @@ def test_alexnet_cifar_fast_uses_taps_on_its_7_and_3_px_maps_and_keeps_torchs_st
     taps = [
         m._uses_taps(torch.empty(1, m.in_channels, s, s), torch.bfloat16) for m, s in zip(convs, sides, strict=True)
     ]
-    assert taps == [False, False, False, False, True, True, True]
+    # 256 channels: with AMX the taps on 7x7 and 3x3 maps; without it (oneDNN 1.25x the faster on 7x7) on 3x3
+    assert taps == [False, False, False, False] + ([True, True, True] if amx else [False, False, True])
     assert "features.0.weight" in model.state_dict()
+
+
+@pytest.mark.parametrize(("channels", "side", "with_amx", "without"), [(64, 3, True, False), (512, 2, True, True)])
+def test_the_taps_rule_follows_the_cpu(monkeypatch, channels, side, with_amx, without):
+    conv = Conv2d(channels, channels, 3, padding=1).train()
+    x = torch.empty(1, channels, side, side)
+    for amx, expected in ((True, with_amx), (False, without)):
+        monkeypatch.setattr(runtime, "cpu_has_amx", lambda amx=amx: amx)
+        assert conv._uses_taps(x, torch.bfloat16) is expected

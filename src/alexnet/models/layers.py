@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alexnet import runtime
 from alexnet.models import native
 
 
@@ -64,10 +65,13 @@ class Conv2d(nn.Conv2d):
     Xeon (bf16, channels_last, batch 512, 3x3 kernels, 2026-12-03) it took 94 ms for 256 channels on 3x3
     maps, where the taps' products take 23, and 163 against 111 ms on 7x7 maps; at 15x15 it is the faster,
     133 against 451 ms. ``_uses_taps`` draws that line. Such layers are ``alexnet_cifar_fast``'s later
-    blocks, where the weight gradient was most of a step. In fp32 (an AVX2-only EPYC) oneDNN's is the
-    faster on them but for 256 channels on 3x3 maps (67 against 54 ms), so fp32 keeps it. The forward pass
-    and the gradient by the input stay oneDNN's; under ``torch.compile``, ONNX export and without
-    gradients this is ``nn.Conv2d``.
+    blocks, where the weight gradient was most of a step. Without AMX (a Zen 4 with AVX512-BF16, 2026-12-06,
+    ``benchmarks/weight_grad.py``) oneDNN's does better: 77 against 96 ms for 256 channels on 7x7 maps, 337
+    against 539 for 384 at batch 1024, and the taps win clearly only where the map is smaller still (256 channels
+    on 3x3: 19 against 16 ms; 512 on 2x2: 14 against 6), so the line is drawn per CPU (``TAP_AREA_SHARE``). In
+    fp32 (an AVX2-only EPYC) oneDNN's is the faster on them but for 256 channels on 3x3 maps (67 against 54 ms),
+    so fp32 keeps it. The forward pass and the gradient by the input stay oneDNN's; under ``torch.compile``,
+    ONNX export and without gradients this is ``nn.Conv2d``.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -81,16 +85,27 @@ class Conv2d(nn.Conv2d):
 
     def _uses_taps(self, x: torch.Tensor, dtype: torch.dtype) -> bool:
         """bf16 on a CPU, a square kernel at stride 1 with even zero padding, at least 64 input channels and an
-        output map whose area is at most a quarter of them (the measured crossover: 256 channels at 7x7, 64 at
-        3x3; at 48 on 3x3 maps, the demo's last block, the two tie)."""
+        output map whose area is at most a share of them (``TAP_AREA_SHARE``; at 48 on 3x3 maps, the demo's last
+        block, the two tie)."""
         k, p = self.kernel_size[0], self.padding
         side = x.shape[-1] + 2 * p[0] - k + 1 if isinstance(p, tuple) else 0
         return (
             x.device.type == "cpu" and dtype == torch.bfloat16 and x.dim() == 4 and x.shape[-2] == x.shape[-1]
             and self.kernel_size == (k, k) and self.stride == (1, 1) and self.dilation == (1, 1)
             and self.groups == 1 and self.padding_mode == "zeros" and isinstance(p, tuple) and p[0] == p[1]
-            and self.in_channels >= 64 and 0 < 4 * side * side <= self.in_channels
+            and self.in_channels >= 64 and 0 < tap_area_share() * side * side <= self.in_channels
         )  # fmt: skip
+
+
+# How many input channels a tap-gradient convolution needs per pixel of its output map, by whether the CPU has
+# AMX: the measured crossovers (``Conv2d``; ``benchmarks/weight_grad.py`` measures them on any machine). With AMX,
+# 256 channels at 7x7 and 64 at 3x3 take the taps; without it, 256 at 3x3 and 64 at 2x2.
+TAP_AREA_SHARE = {True: 4, False: 16}
+
+
+def tap_area_share() -> int:
+    """``TAP_AREA_SHARE`` for this CPU."""
+    return TAP_AREA_SHARE[runtime.cpu_has_amx()]
 
 
 class _TapConv(torch.autograd.Function):
