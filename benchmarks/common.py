@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from alexnet.runtime import cpu_supports_bf16, device_name, resolve_precision
 
@@ -61,6 +62,24 @@ def measure(step: Callable[[], object], *, items: int, device: str = "cpu", warm
         _sync(device)
         rates.append(items / (time.perf_counter() - start))
     return rates
+
+
+def training_steps(model, optimiser, loader, prep, steps: int, bf16: bool) -> Callable[[], None]:
+    """``steps`` bare training steps (cross-entropy, bf16 autocast where ``bf16``) of ``model`` on ``loader``'s
+    batches put through ``prep.train``, each call a new pass from the loader's start."""
+    generator = torch.Generator().manual_seed(0)
+
+    def loop() -> None:
+        for i, (images, labels) in enumerate(loader):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = F.cross_entropy(model(prep.train(images, generator)), labels)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            if i + 1 == steps:
+                break
+
+    return loop
 
 
 def matmul_peak_flops(dtype: torch.dtype, n: int = 4096) -> float:

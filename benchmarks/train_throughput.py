@@ -37,7 +37,7 @@ from alexnet.training.config import TrainConfig
 from alexnet.training.optim import build_optimizer
 
 import common
-from common import measure, parse_args, report, report_peaks, training_precision
+from common import measure, parse_args, report, report_peaks, training_precision, training_steps
 
 # case: (registered model, builder options, image size, batch)
 CASES = {
@@ -98,20 +98,7 @@ def _bare_epoch(
     optimiser = build_optimizer(model, TrainConfig(model=name, lr=0.01))  # the engine's optimiser, step for step
     prep = Preprocess(image_size=size, channels=3, mean=MEAN, std=STD, padding=4)
     loader = BatchLoader(_data(batch * (steps + 2)), batch, shuffle=True, drop_last=True)
-    generator = torch.Generator().manual_seed(0)
-    bf16 = training_precision() == "bf16"
-
-    def epoch() -> None:
-        for i, (images, labels) in enumerate(loader):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = F.cross_entropy(model(prep.train(images, generator)), labels)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            if i + 1 == steps:
-                break
-
-    return epoch
+    return training_steps(model, optimiser, loader, prep, steps, bf16=training_precision() == "bf16")
 
 
 def _replace_lrn(model: nn.Module) -> int:

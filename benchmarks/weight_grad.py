@@ -23,7 +23,6 @@ from unittest import mock
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from alexnet.data import BatchLoader, ImageSet, Preprocess
 from alexnet.models import get_model
@@ -32,7 +31,7 @@ from alexnet.training.config import resolve_config
 from alexnet.training.optim import build_optimizer
 
 import common
-from common import parse_args, report, report_peaks, training_precision
+from common import parse_args, report, report_peaks, training_precision, training_steps
 
 # batch, channels (in = out), map side: the ablation's table (benchmarks/cifar10_ablation.md)
 SHAPES = [
@@ -107,19 +106,7 @@ def recipe_loop(recipe: str, steps: int) -> tuple[Callable[[], None], int]:
     data = ImageSet(images, rng.integers(0, 10, len(images)), tuple(map(str, range(10))))
     prep = Preprocess(image_size=side, channels=channels, mean=(0.5,) * channels, std=(0.25,) * channels, padding=2)
     loader = BatchLoader(data, batch, shuffle=True, drop_last=True)
-    generator = torch.Generator().manual_seed(0)
-
-    def loop() -> None:
-        for i, (x, y) in enumerate(loader):
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                loss = F.cross_entropy(model(prep.train(x, generator)), y)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            if i + 1 == steps:
-                break
-
-    return loop, batch
+    return training_steps(model, optimiser, loader, prep, steps, bf16=True), batch
 
 
 def step_ratios(recipe: str, steps: int, rounds: int) -> tuple[list[float], list[float], list[float]]:
