@@ -43,7 +43,7 @@ QUICK_SHAPES = [(8, 64, 2), (8, 64, 15)]  # the taps under either CPU's rule, th
 RECIPES = {"cifar10-small": (32, 3), "cifar10": (32, 3), "fashion-mnist-best": (28, 1), "fashion-mnist": (28, 1)}
 
 
-def _best_ms(call: Callable[[], object], calls: int) -> float:
+def _ms_per_call(call: Callable[[], object], calls: int) -> float:
     start = time.perf_counter()
     for _ in range(calls):
         call()
@@ -69,13 +69,14 @@ def shape_times(batch: int, channels: int, side: int, repeats: int, calls: int) 
     def taps() -> torch.Tensor:
         return tap_weight_grad(grad, x, 3, 1)
 
-    error = (taps().float() - onednn().float()).norm() / onednn().float().norm()
+    expected = onednn().float()
+    error = (taps().float() - expected).norm() / expected.norm()
     if error > 1e-2:
         raise AssertionError(f"the taps' gradient is off by {error:.2e} relative for {(batch, channels, side)}")
     times = ([], [])
     for _ in range(repeats):
-        for side_, call in enumerate((onednn, taps)):
-            times[side_].append(_best_ms(call, calls))
+        for which, call in enumerate((onednn, taps)):
+            times[which].append(_ms_per_call(call, calls))
     return min(times[0]), min(times[1])
 
 
