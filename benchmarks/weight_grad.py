@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from alexnet.data import BatchLoader, ImageSet, Preprocess
+from alexnet.data.datasets import DATASETS
 from alexnet.models import get_model
 from alexnet.models.layers import Conv2d, tap_weight_grad
 from alexnet.training.config import resolve_config
@@ -39,8 +40,7 @@ SHAPES = [
     (512, 256, 3), (1024, 384, 7), (1024, 384, 3), (512, 64, 15), (512, 256, 15), (256, 256, 8), (128, 512, 2),
 ]  # fmt: skip
 QUICK_SHAPES = [(8, 64, 2), (8, 64, 15)]  # the taps under either CPU's rule, then oneDNN's
-# recipe: (image side, channels) of its data at the size the recipe trains on
-RECIPES = {"cifar10-small": (32, 3), "cifar10": (32, 3), "fashion-mnist-best": (28, 1), "fashion-mnist": (28, 1)}
+RECIPES = ("cifar10-small", "cifar10", "fashion-mnist-best", "fashion-mnist")  # named datasets, at their own size
 
 
 def _ms_per_call(call: Callable[[], object], calls: int) -> float:
@@ -97,7 +97,7 @@ def recipe_loop(recipe: str, steps: int) -> tuple[Callable[[], None], int]:
     """``steps`` bare bf16 training steps of ``recipe``'s network at its batch (model, optimiser and data built
     once); returns (the loop, its batch)."""
     config = resolve_config(recipe=recipe)
-    side, channels = RECIPES[recipe]
+    channels, _, side = DATASETS[config.data].shape
     batch = 16 if common.QUICK else config.batch_size
     model = get_model(config.model, num_classes=10, in_channels=channels, **config.model_options)
     model = model.to(memory_format=torch.channels_last).train()

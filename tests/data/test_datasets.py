@@ -5,6 +5,8 @@ import pytest
 from alexnet.data.datasets import DATASETS, dataset_names, load_splits
 from alexnet.errors import InputError
 
+from fileformats import write_cifar10, write_mnist
+
 
 def test_every_registered_dataset_has_its_loader_and_format():
     for spec in DATASETS.values():
@@ -15,6 +17,14 @@ def test_every_registered_dataset_has_its_loader_and_format():
     mnist = importlib.import_module("alexnet.data.mnist")
     assert set(cifar.FORMATS) == {n for n, s in DATASETS.items() if s.module == "alexnet.data.cifar"}
     assert set(mnist.DATASETS) == {n for n, s in DATASETS.items() if s.module == "alexnet.data.mnist"}
+
+
+def test_loaders_return_images_of_their_registered_shape(tmp_path):
+    write_cifar10(tmp_path / "cifar-10-batches-py")
+    write_mnist(tmp_path / "mnist")
+    for name in ("cifar10", "mnist"):
+        found = load_splits(name, tmp_path, allow_download=False)
+        assert found.train.images.shape[1:] == found.test.images.shape[1:] == DATASETS[name].shape
 
 
 def test_unknown_names_list_every_dataset(tmp_path):

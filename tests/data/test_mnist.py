@@ -43,6 +43,13 @@ def test_truncated_file_is_caught_by_its_header(tmp_path):
         read_idx(path, expect_dims=3)
 
 
+def test_images_of_another_size_are_named(tmp_path):
+    write_mnist(tmp_path / "fashion-mnist")
+    write_idx(tmp_path / "fashion-mnist" / "train-images-idx3-ubyte.gz", np.zeros((12, 32, 32)), gz=True)
+    with pytest.raises(InputError, match="train-images-idx3-ubyte.gz: holds 32x32 images; fashion-mnist's are 28x28"):
+        load_mnist_family("fashion-mnist", tmp_path, allow_download=False)
+
+
 def test_image_and_label_counts_must_agree(tmp_path):
     write_mnist(tmp_path / "mnist")
     write_idx(tmp_path / "mnist" / "train-labels-idx1-ubyte.gz", np.zeros(11), gz=True)

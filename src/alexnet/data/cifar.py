@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import pickle
 import tarfile
 from dataclasses import dataclass, replace
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from alexnet.data.datasets import DATASETS
 from alexnet.data.download import download, file_md5
 from alexnet.data.imageset import Dataset, ImageSet
 from alexnet.errors import InputError, first_line
@@ -103,11 +105,14 @@ def read_batch(path: Path) -> dict[str, object]:
     return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in raw.items()}
 
 
-def _images_and_labels(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+def _images_and_labels(path: Path, label_key: str, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A batch file's images, (N, *shape) uint8 (each row of its ``data`` holds one image's planes in turn),
+    and their labels."""
     batch = read_batch(path)
     data, labels = batch.get("data"), batch.get(label_key)
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise InputError(f"{path}: 'data' must be a uint8 array of N x 3072 pixels")
+    pixels = math.prod(shape)
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != pixels:
+        raise InputError(f"{path}: 'data' must be a uint8 array of N x {pixels} pixels")
     if len(data) == 0:
         raise InputError(f"{path}: holds no images")
     if not isinstance(labels, list | tuple | np.ndarray):
@@ -117,7 +122,7 @@ def _images_and_labels(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarr
         raise InputError(f"{path}: {label_key!r} must hold one label per image ({len(data)} images)")
     if labels.dtype.kind not in "iu" or (labels.size and (labels.min() < 0 or labels.max() > 2**31)):
         raise InputError(f"{path}: {label_key!r} must be whole numbers from 0 (class indices)")
-    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+    return data.reshape(-1, *shape), labels.astype(np.int64)
 
 
 def _class_names(folder: Path, fmt: CifarFormat) -> tuple[tuple[str, ...], str | None]:
@@ -174,7 +179,7 @@ def load_cifar(name: str, root: Path, *, allow_download: bool = True) -> Dataset
     Accepts the official folder, the official tarball (extracted safely), subsets with fewer rows per
     batch, and a missing test batch (then the dataset has no test split, and a note says so).
     """
-    fmt = FORMATS[name]
+    fmt, shape = FORMATS[name], DATASETS[name].shape
     folder, how = _locate(root, fmt, allow_download)
     notes: list[str] = []
     present = [f for f in fmt.train_files if (folder / f).exists()]
@@ -183,7 +188,7 @@ def load_cifar(name: str, root: Path, *, allow_download: bool = True) -> Dataset
         notes.append(f"training batches missing from {folder}: {', '.join(missing)}")
     if not present:
         raise InputError(f"{folder}: none of the training batches {', '.join(fmt.train_files)}")
-    parts = [_images_and_labels(folder / f, fmt.label_key) for f in present]
+    parts = [_images_and_labels(folder / f, fmt.label_key, shape) for f in present]
     train_x = np.concatenate([p[0] for p in parts])
     train_y = np.concatenate([p[1] for p in parts])
     rows = [len(p[1]) for p in parts]
@@ -198,7 +203,7 @@ def load_cifar(name: str, root: Path, *, allow_download: bool = True) -> Dataset
     train = ImageSet(train_x, train_y, classes)
     test = None
     if (folder / fmt.test_file).exists():
-        test_x, test_y = _images_and_labels(folder / fmt.test_file, fmt.label_key)
+        test_x, test_y = _images_and_labels(folder / fmt.test_file, fmt.label_key, shape)
         test = ImageSet(test_x, test_y, classes)
     else:
         notes.append(f"no {fmt.test_file} in {folder}: there is no test split; hold out one with --val-fraction")

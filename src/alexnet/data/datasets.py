@@ -21,24 +21,28 @@ FOLDER = "folder:"  # --data folder:PATH: an image folder, one sub-folder per cl
 @dataclass(frozen=True)
 class DatasetSpec:
     """A dataset ``--data`` can name: its loader, imported on first use (``module.function(name, root, *,
-    allow_download)``), and a line for the help."""
+    allow_download)``), the shape of every image it returns, (channels, height, width) as stored (the loader
+    checks its files against it), and a line for the help."""
 
     name: str
     module: str
     function: str
+    shape: tuple[int, int, int]
     description: str
 
+
+_RGB32, _GREY28 = (3, 32, 32), (1, 28, 28)  # (channels, height, width)
 
 # The one list of named datasets: adding one is a line here and a loader (see README "Extending").
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in (
-        DatasetSpec("cifar10", "alexnet.data.cifar", "load_cifar", "CIFAR-10: 60,000 32x32 colour images, 10 classes"),
-        DatasetSpec("cifar100", "alexnet.data.cifar", "load_cifar", "CIFAR-100: 60,000 32x32 images, 100 classes"),
-        DatasetSpec("cifar100-coarse", "alexnet.data.cifar", "load_cifar", "CIFAR-100 by its 20 superclasses"),
-        DatasetSpec("mnist", "alexnet.data.mnist", "load_mnist_family", "MNIST: 70,000 28x28 handwritten digits"),
-        DatasetSpec("fashion-mnist", "alexnet.data.mnist", "load_mnist_family", "Fashion-MNIST: 28x28 clothing"),
-        DatasetSpec("kmnist", "alexnet.data.mnist", "load_mnist_family", "Kuzushiji-MNIST: 28x28 cursive Japanese"),
+        DatasetSpec("cifar10", "alexnet.data.cifar", "load_cifar", _RGB32, "CIFAR-10: 60,000 images, 10 classes"),
+        DatasetSpec("cifar100", "alexnet.data.cifar", "load_cifar", _RGB32, "CIFAR-100: 60,000 images, 100 classes"),
+        DatasetSpec("cifar100-coarse", "alexnet.data.cifar", "load_cifar", _RGB32, "CIFAR-100 by its 20 superclasses"),
+        DatasetSpec("mnist", "alexnet.data.mnist", "load_mnist_family", _GREY28, "MNIST: 70,000 handwritten digits"),
+        DatasetSpec("fashion-mnist", "alexnet.data.mnist", "load_mnist_family", _GREY28, "Fashion-MNIST: clothing"),
+        DatasetSpec("kmnist", "alexnet.data.mnist", "load_mnist_family", _GREY28, "Kuzushiji-MNIST: cursive Japanese"),
     )
 }
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from alexnet.data import datasets
 from alexnet.data.download import download
 from alexnet.data.imageset import Dataset, ImageSet
 from alexnet.errors import InputError, first_line
@@ -153,7 +154,7 @@ def _download(name: str, root: Path) -> Path:
     return folder
 
 
-def _read_split(folder: Path, split: str, classes: tuple[str, ...]) -> ImageSet | None:
+def _read_split(folder: Path, split: str, name: str) -> ImageSet | None:
     images_path = _find(folder, _FILES[f"{split}_images"])
     labels_path = _find(folder, _FILES[f"{split}_labels"])
     if images_path is None:
@@ -162,22 +163,25 @@ def _read_split(folder: Path, split: str, classes: tuple[str, ...]) -> ImageSet 
         raise InputError(f"{images_path}: no matching {_FILES[f'{split}_labels']} beside it")
     images = read_idx(images_path, expect_dims=3)
     labels = read_idx(labels_path, expect_dims=1)
+    classes, shape = DATASETS[name].classes, datasets.DATASETS[name].shape
+    if images.shape[1:] != shape[1:]:
+        size, expected = "x".join(map(str, images.shape[1:])), "x".join(map(str, shape[1:]))
+        raise InputError(f"{images_path}: holds {size} images; {name}'s are {expected}")
     if len(images) != len(labels):
         raise InputError(f"{images_path}: {len(images)} images but {labels_path.name} has {len(labels)} labels")
     if labels.size and labels.max() >= len(classes):
         raise InputError(f"{labels_path}: label {labels.max()} outside 0..{len(classes) - 1}")
-    # Copies out of the read-only file buffer into tensors we own: (N, 1, 28, 28) uint8.
-    return ImageSet(images[:, None].copy(), labels.astype(np.int64), classes)
+    # Copies out of the read-only file buffer into arrays we own: (N, *shape) uint8.
+    return ImageSet(images.reshape(len(images), *shape).copy(), labels.astype(np.int64), classes)
 
 
 def load_mnist_family(name: str, root: Path, *, allow_download: bool = True) -> Dataset:
     """``mnist``, ``fashion-mnist`` or ``kmnist``: found in ROOT (or, for Fashion-MNIST, Debian's
     ``/usr/share/datasets/fashion-mnist``), else downloaded from the official mirrors with md5 checks.
 
-    Local files are verified by structure (magic numbers, header sizes, matching counts), not by
+    Local files are verified by structure (magic numbers, header sizes, image size, matching counts), not by
     checksum: Debian recompressed its ``.gz`` files, so their md5 differs from the official one.
     """
-    spec = DATASETS[name]
     folder = _locate(name, root)
     how = f"found in {folder}"
     if folder is None:
@@ -185,7 +189,7 @@ def load_mnist_family(name: str, root: Path, *, allow_download: bool = True) -> 
             raise InputError(f"no {_FILES['train_images']}[.gz] for {name} in {root}")
         folder = _download(name, root)
         how = f"downloaded to {folder}"
-    train = _read_split(folder, "train", spec.classes)
-    test = _read_split(folder, "test", spec.classes)
+    train = _read_split(folder, "train", name)
+    test = _read_split(folder, "test", name)
     notes = () if test else (f"no {_FILES['test_images']} in {folder}: there is no test split",)
     return Dataset(name, train, test, source=how, notes=notes)
