@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from alexnet.data.datasets import dataset_names
+from alexnet.data.datasets import dataset_help
 from alexnet.errors import InputError, TrainingStopped
 from alexnet.runtime import PRECISIONS, tune_allocator
 from alexnet.tta import TTA_MODES
@@ -94,7 +94,7 @@ def summary_command(
 
 @app.command("data")
 def data_command(
-    dataset: Annotated[str, typer.Argument(metavar="DATASET", help=f"{dataset_names()}.")],
+    dataset: Annotated[str, typer.Argument(metavar="DATASET", help=f"{dataset_help()}.")],
     root: Annotated[
         Path | None,
         typer.Option("--root", help="Where datasets live (default $ALEXNET_DATA or ~/.cache/alexnet/data)."),

@@ -2,7 +2,7 @@ import importlib
 
 import pytest
 
-from alexnet.data.datasets import DATASETS, dataset_names, load_splits
+from alexnet.data.datasets import DATASETS, dataset_help, dataset_names, load_splits
 from alexnet.errors import InputError
 
 from fileformats import write_cifar10, write_mnist
@@ -31,3 +31,10 @@ def test_unknown_names_list_every_dataset(tmp_path):
     with pytest.raises(InputError, match="unknown dataset 'svhn'; known datasets: cifar10, .*cifar100-coarse, .*PATH"):
         load_splits("svhn", tmp_path)
     assert dataset_names().endswith("kmnist or folder:PATH")
+
+
+def test_help_gives_each_dataset_its_line_and_image_shape():
+    text = dataset_help()
+    assert "cifar10 (CIFAR-10: 60,000 images, 10 classes; 3x32x32)" in text
+    assert "fashion-mnist (Fashion-MNIST: 70,000 clothing images; 1x28x28)" in text
+    assert all(f"{name} (" in text for name in DATASETS) and text.endswith("folder:PATH, an image folder")

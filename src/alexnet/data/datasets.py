@@ -31,18 +31,19 @@ class DatasetSpec:
     description: str
 
 
+_CIFAR, _IDX = ("alexnet.data.cifar", "load_cifar"), ("alexnet.data.mnist", "load_mnist_family")  # loaders
 _RGB32, _GREY28 = (3, 32, 32), (1, 28, 28)  # (channels, height, width)
 
 # The one list of named datasets: adding one is a line here and a loader (see README "Extending").
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in (
-        DatasetSpec("cifar10", "alexnet.data.cifar", "load_cifar", _RGB32, "CIFAR-10: 60,000 images, 10 classes"),
-        DatasetSpec("cifar100", "alexnet.data.cifar", "load_cifar", _RGB32, "CIFAR-100: 60,000 images, 100 classes"),
-        DatasetSpec("cifar100-coarse", "alexnet.data.cifar", "load_cifar", _RGB32, "CIFAR-100 by its 20 superclasses"),
-        DatasetSpec("mnist", "alexnet.data.mnist", "load_mnist_family", _GREY28, "MNIST: 70,000 handwritten digits"),
-        DatasetSpec("fashion-mnist", "alexnet.data.mnist", "load_mnist_family", _GREY28, "Fashion-MNIST: clothing"),
-        DatasetSpec("kmnist", "alexnet.data.mnist", "load_mnist_family", _GREY28, "Kuzushiji-MNIST: cursive Japanese"),
+        DatasetSpec("cifar10", *_CIFAR, _RGB32, "CIFAR-10: 60,000 images, 10 classes"),
+        DatasetSpec("cifar100", *_CIFAR, _RGB32, "CIFAR-100: 60,000 images, 100 classes"),
+        DatasetSpec("cifar100-coarse", *_CIFAR, _RGB32, "CIFAR-100 by its 20 superclasses"),
+        DatasetSpec("mnist", *_IDX, _GREY28, "MNIST: 70,000 handwritten digits"),
+        DatasetSpec("fashion-mnist", *_IDX, _GREY28, "Fashion-MNIST: 70,000 clothing images"),
+        DatasetSpec("kmnist", *_IDX, _GREY28, "Kuzushiji-MNIST: 70,000 cursive Japanese characters"),
     )
 }
 
@@ -50,6 +51,12 @@ DATASETS: dict[str, DatasetSpec] = {
 def dataset_names() -> str:
     """The names ``--data`` takes, for help and error messages."""
     return ", ".join(DATASETS) + f" or {FOLDER}PATH"
+
+
+def dataset_help() -> str:
+    """Each name ``--data`` takes with its line and image shape, for ``alexnet data``'s help."""
+    named = [f"{s.name} ({s.description}; {'x'.join(map(str, s.shape))})" for s in DATASETS.values()]
+    return "; ".join(named) + f"; or {FOLDER}PATH, an image folder"
 
 
 def default_root() -> Path:
