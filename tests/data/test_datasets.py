@@ -16,7 +16,7 @@ def test_every_registered_dataset_has_its_loader_and_format():
     cifar = importlib.import_module("alexnet.data.cifar")
     mnist = importlib.import_module("alexnet.data.mnist")
     assert set(cifar.FORMATS) == {n for n, s in DATASETS.items() if s.module == "alexnet.data.cifar"}
-    assert set(mnist.DATASETS) == {n for n, s in DATASETS.items() if s.module == "alexnet.data.mnist"}
+    assert set(mnist.SOURCES) == {n for n, s in DATASETS.items() if s.module == "alexnet.data.mnist"}
 
 
 def test_loaders_return_images_of_their_registered_shape(tmp_path):

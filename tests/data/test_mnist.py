@@ -77,8 +77,8 @@ def test_the_system_copy_counts_only_with_its_training_images(tmp_path, monkeypa
     # data`, which checks the same file, still installs the package.
     system = tmp_path / "usr-share-datasets-fashion-mnist"
     system.mkdir()
-    spec = dataclasses.replace(mnist.DATASETS["fashion-mnist"], system_folder=str(system))
-    monkeypatch.setitem(mnist.DATASETS, "fashion-mnist", spec)
+    spec = dataclasses.replace(mnist.SOURCES["fashion-mnist"], system_folder=str(system))
+    monkeypatch.setitem(mnist.SOURCES, "fashion-mnist", spec)
     assert mnist.system_copy("fashion-mnist") is None
     with pytest.raises(InputError, match="fashion-mnist"):
         load_mnist_family("fashion-mnist", tmp_path / "empty-root", allow_download=False)

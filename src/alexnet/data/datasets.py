@@ -53,9 +53,14 @@ def dataset_names() -> str:
     return ", ".join(DATASETS) + f" or {FOLDER}PATH"
 
 
+def shape_text(shape: tuple[int, ...]) -> str:
+    """An image shape as help and error messages write it: ``3x32x32``, ``28x28``."""
+    return "x".join(map(str, shape))
+
+
 def dataset_help() -> str:
     """Each name ``--data`` takes with its line and image shape, for ``alexnet data``'s help."""
-    named = [f"{s.name} ({s.description}; {'x'.join(map(str, s.shape))})" for s in DATASETS.values()]
+    named = [f"{s.name} ({s.description}; {shape_text(s.shape)})" for s in DATASETS.values()]
     return "; ".join(named) + f"; or {FOLDER}PATH, an image folder"
 
 

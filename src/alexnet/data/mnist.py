@@ -38,7 +38,7 @@ class IdxDataset:
     system_folder: str | None = None
 
 
-DATASETS = {
+SOURCES = {
     "mnist": IdxDataset(
         mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
         md5={
@@ -134,18 +134,18 @@ def _find(folder: Path, stem: str) -> Path | None:
 def system_copy(name: str) -> Path | None:
     """The operating system's copy of dataset ``name`` (Debian's ``dataset-fashion-mnist``) when its
     training images are there, else None (an empty folder of that name does not count)."""
-    folder = DATASETS[name].system_folder
+    folder = SOURCES[name].system_folder
     return Path(folder) if folder and _find(Path(folder), _FILES["train_images"]) else None
 
 
 def _locate(name: str, root: Path) -> Path | None:
-    folders = [root / f for f in DATASETS[name].folders] + [root]
+    folders = [root / f for f in SOURCES[name].folders] + [root]
     found = next((f for f in folders if _find(f, _FILES["train_images"])), None)
     return found or system_copy(name)
 
 
 def _download(name: str, root: Path) -> Path:
-    spec = DATASETS[name]
+    spec = SOURCES[name]
     folder = root / spec.folders[0]
     for key, stem in _FILES.items():
         target = folder / f"{stem}.gz"
@@ -163,9 +163,9 @@ def _read_split(folder: Path, split: str, name: str) -> ImageSet | None:
         raise InputError(f"{images_path}: no matching {_FILES[f'{split}_labels']} beside it")
     images = read_idx(images_path, expect_dims=3)
     labels = read_idx(labels_path, expect_dims=1)
-    classes, shape = DATASETS[name].classes, datasets.DATASETS[name].shape
+    classes, shape = SOURCES[name].classes, datasets.DATASETS[name].shape
     if images.shape[1:] != shape[1:]:
-        size, expected = "x".join(map(str, images.shape[1:])), "x".join(map(str, shape[1:]))
+        size, expected = datasets.shape_text(images.shape[1:]), datasets.shape_text(shape[1:])
         raise InputError(f"{images_path}: holds {size} images; {name}'s are {expected}")
     if len(images) != len(labels):
         raise InputError(f"{images_path}: {len(images)} images but {labels_path.name} has {len(labels)} labels")
