@@ -52,6 +52,12 @@ def test_heldout_split_keeps_the_jpegs_that_are_not_copies_of_the_real_images(tm
     assert 0 < line["rms_mean"] <= line["rms_max"] < 20  # the JPEG coding's error, far below a wrong match
 
 
+def test_folds_split_the_real_images_and_train_on_them_or_on_their_jpeg_copies(tmp_path):
+    (line,) = _quick(tmp_path, "cifar10_heldout.py", "--folds", "3")
+    # the 30 real images, 3 a class: each fold tests on 10 and trains on the other 20 (or their JPEG copies)
+    assert (line["train"], line["test"], line["folds_right"]) == ([20, 20, 20], [10, 10, 10], True)
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_quick_mode_runs_and_prints_the_peaks_then_its_figures(quick, script):
     lines = quick(script)
