@@ -59,7 +59,9 @@ def nearest(real: np.ndarray, coded: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return index, rms
 
 
-def match(jpeg_root: Path, real: np.ndarray, labels: np.ndarray, names: list[str]):
+def match(
+    jpeg_root: Path, real: np.ndarray, labels: np.ndarray, names: list[str]
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Each class's JPEGs (N_c, 3072) in file-name order, and for each real image the index of its JPEG copy
     among its class's and the RMS distance to it (of 255)."""
     coded, copy, rms = [], np.empty(len(real), np.int64), np.empty(len(real))
@@ -95,6 +97,8 @@ def build_folds(jpeg_root: Path, subset: Path, out: Path, folds: int) -> dict:
     1/``folds`` of them and trains on the others, as they are in ``out/fold{f}-real`` and as their JPEG copies in
     ``out/fold{f}-jpeg``. Returns the counts and match distances."""
     real, labels, names = read_subset(subset)
+    if (fewest := int(np.bincount(labels, minlength=len(names)).min())) < folds:
+        raise InputError(f"{subset}: a class holds {fewest} real images, too few for {folds} folds")
     coded, copy, rms = match(jpeg_root, real, labels, names)
     copies = np.stack([coded[label][i] for label, i in zip(labels, copy, strict=True)])
     fold, rng = np.empty(len(real), np.int64), np.random.default_rng(0)
