@@ -117,14 +117,16 @@ def build_folds(jpeg_root: Path, subset: Path, out: Path, folds: int) -> dict:
     }  # fmt: skip
 
 
-def _write_root(root: Path, train, train_labels, test, test_labels, names: list[str]) -> None:
+def _write_root(
+    root: Path, train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, test_labels: np.ndarray, names: list[str]
+) -> None:
     """``root/cifar-10-batches-py`` in the official format: the training images in five batches, the test batch
     and the class names."""
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True, exist_ok=True)
     for i, part in enumerate(np.array_split(np.arange(len(train)), BATCHES)):
-        _write(folder / f"data_batch_{i + 1}", {"data": train[part], "labels": np.asarray(train_labels)[part].tolist()})
-    _write(folder / "test_batch", {"data": test, "labels": np.asarray(test_labels).tolist()})
+        _write(folder / f"data_batch_{i + 1}", {"data": train[part], "labels": train_labels[part].tolist()})
+    _write(folder / "test_batch", {"data": test, "labels": test_labels.tolist()})
     _write(folder / "batches.meta", {"label_names": names})
 
 
