@@ -58,6 +58,17 @@ def test_folds_split_the_real_images_and_train_on_them_or_on_their_jpeg_copies(t
     assert (line["train"], line["test"], line["folds_right"]) == ([20, 20, 20], [10, 10, 10], True)
 
 
+def test_more_folds_than_a_class_has_real_images_is_a_one_line_error(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "cifar10_heldout.py"), "--quick", "--folds", "4"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    # 3 real images a class cannot fill 4 folds' test batches
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert line.endswith("subset: a class holds 3 real images, too few for 4 folds"), line
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_quick_mode_runs_and_prints_the_peaks_then_its_figures(quick, script):
     lines = quick(script)
