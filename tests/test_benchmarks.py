@@ -18,11 +18,15 @@ HELPERS = {"common.py", "cifar10_heldout.py"}
 SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("*.py") if p.name not in HELPERS)
 
 
-def _quick(tmp_path, script: str, *args: str) -> list[dict]:
-    result = subprocess.run(
+def _run_quick(tmp_path, script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, str(BENCHMARKS / script), "--quick", *args],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )  # fmt: skip
+
+
+def _quick(tmp_path, script: str, *args: str) -> list[dict]:
+    result = _run_quick(tmp_path, script, *args)
     assert result.returncode == 0, result.stderr[-2000:]
     return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 
@@ -59,10 +63,7 @@ def test_folds_split_the_real_images_and_train_on_them_or_on_their_jpeg_copies(t
 
 
 def test_more_folds_than_a_class_has_real_images_is_a_one_line_error(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "cifar10_heldout.py"), "--quick", "--folds", "4"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-    )  # fmt: skip
+    result = _run_quick(tmp_path, "cifar10_heldout.py", "--folds", "4")
     # 3 real images a class cannot fill 4 folds' test batches
     assert result.returncode == 2 and result.stdout == ""
     (line,) = result.stderr.strip().splitlines()
