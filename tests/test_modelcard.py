@@ -14,6 +14,7 @@ CARD = ModelCard(
         image_size=28, channels=1, mean=(0.5,), std=(0.25,), storage_size=32, padding=2, augmented=("mirrors", "shifts")
     ),
     data=DataSpec("folder:pets", "/data", train_fraction=0.5, val_fraction=0.1, seed=3),
+    norm_eps=1e-12,
 )
 
 
@@ -22,6 +23,7 @@ def test_a_card_round_trips_through_model_json(tmp_path):
     assert ModelCard.read(tmp_path) == CARD
     document = json.loads((tmp_path / "model.json").read_text())
     assert document["format_version"] == FORMAT_VERSION and document["data"]["val_fraction"] == 0.1
+    assert document["norm_eps"] == 1e-12
 
 
 def test_format_1_files_still_read(tmp_path):
@@ -48,6 +50,20 @@ def test_format_2_cards_held_a_folders_test_split_out_with_the_runs_seed(tmp_pat
     del document["data"]["test_seed"]
     (tmp_path / "model.json").write_text(json.dumps({**document, "format_version": 2}))
     assert ModelCard.read(tmp_path).data.test_seed == 3 and CARD.data.test_seed == 0
+
+
+def test_format_3_cards_rebuild_batchnorm_with_the_layers_own_epsilon(tmp_path):
+    document = json.loads(CARD.to_json())
+    del document["norm_eps"]
+    (tmp_path / "model.json").write_text(json.dumps({**document, "format_version": 3}))
+    assert ModelCard.read(tmp_path).norm_eps is None
+
+
+@pytest.mark.parametrize("value", ["1e-5", -1e-5, True, [1e-5]])
+def test_a_norm_eps_that_is_no_epsilon_is_a_one_line_error(tmp_path, value):
+    (tmp_path / "model.json").write_text(json.dumps({**json.loads(CARD.to_json()), "norm_eps": value}))
+    with pytest.raises(InputError, match=r"model.json: malformed \(ValueError: norm_eps must be a non-negative"):
+        ModelCard.read(tmp_path)
 
 
 def test_an_ensembles_members_round_trip_and_one_models_card_has_no_members_key(tmp_path):

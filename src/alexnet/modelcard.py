@@ -18,8 +18,9 @@ from alexnet.errors import InputError
 from alexnet.seeding import TEST_SPLIT_SEED
 
 # 1: "data" was the dataset's name alone, without its split settings; 2: no "data.test_seed" (a folder's
-# held-out test split followed the run's seed)
-FORMAT_VERSION = 3
+# held-out test split followed the run's seed); 3: no "norm_eps" (BatchNorm layers were rebuilt with torch's
+# 1e-5 whatever epsilon the run trained with)
+FORMAT_VERSION = 4
 FILE_NAME = "model.json"
 
 
@@ -37,6 +38,15 @@ class InputSpec:
     # what training did to the images that test views can repeat ("mirrors", "shifts"); views doing more are
     # reported (Preprocess.unseen_views). None: not recorded (cards written before 2026-12-05)
     augmented: tuple[str, ...] | None = None
+
+
+def _norm_eps(value: Any) -> float | None:
+    """model.json's norm_eps: a non-negative number, or null."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ValueError(f"norm_eps must be a non-negative number, not {value!r}")
+    return float(value)
 
 
 def _check_input(spec: InputSpec, where: str) -> None:
@@ -71,6 +81,9 @@ class ModelCard:
     preprocess: InputSpec
     data: DataSpec | None = None  # None for a model shipped without its run
     test_top1: float | None = None  # filled in when training ends
+    # the epsilon every BatchNorm layer trained with (the run's bn_eps; the cifar10 recipes' 1e-12): part of the
+    # model's function, so the rebuilt model computes what was tested. None: the layers' own (torch's 1e-5)
+    norm_eps: float | None = None
     # an ensemble exported as one ONNX graph (`alexnet export RUN --ensemble RUN`): its members' models, builder
     # keywords, sources, test figures and data (a DataSpec's fields); empty for one model, and then not written
     members: tuple[dict[str, Any], ...] = ()
@@ -150,6 +163,7 @@ class ModelCard:
                 preprocess=preprocess,
                 data=DataSpec(**data) if data is not None else None,
                 test_top1=document.pop("test_top1", None),
+                norm_eps=_norm_eps(document.pop("norm_eps", None)),
                 members=tuple(members),
                 extra=document,
             )

@@ -118,9 +118,10 @@ def read_torch_weights(path: Path, *, what: str = "weights file") -> dict[str, t
 
 
 def model_from_card(card: ModelCard, state: dict[str, torch.Tensor], source: Path | str, folder: Path) -> nn.Module:
-    """The registered model ``card`` (read from ``folder``) names, with ``state`` (read from ``source``)
-    loaded, every key fitting; in eval mode."""
+    """The registered model ``card`` (read from ``folder``) names, with its BatchNorm epsilon and ``state``
+    (read from ``source``) loaded, every key fitting; in eval mode."""
     from alexnet.models import get_model
+    from alexnet.models.build import set_norm_eps
     from alexnet.models.weights import load_weights
 
     try:
@@ -129,6 +130,8 @@ def model_from_card(card: ModelCard, state: dict[str, torch.Tensor], source: Pat
         raise InputError(
             f"{Path(folder) / FILE_NAME}: model_kwargs do not build {card.model} ({first_line(error)})"
         ) from None
+    if card.norm_eps is not None:
+        set_norm_eps(model, card.norm_eps)
     load_weights(model, state, str(source))
     return model.eval()
 

@@ -105,9 +105,12 @@ def test_the_test_after_training_scores_its_views_as_alexnet_evaluate_does(tmp_p
     from alexnet.training.datamodule import ImageDataModule
 
     run = tmp_path / "crops"
-    views = ["--padding", "2", "--tta", "ten-crop", "--precision", "fp32"]
+    # a BatchNorm epsilon of the run's own (the cifar10 recipes' 1e-12; a large one here, to tell) is the model's
+    views = ["--padding", "2", "--tta", "ten-crop", "--precision", "fp32", "--set", "bn_eps=0.5"]
     assert _train(tmp_path, data_root, run, *views, epochs=1) == 0
     report = json.loads((run / "report.json").read_text())
+    norms = [m for m in load_classifier(run).model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and {m.eps for m in norms} == {0.5}
     again = evaluate(run, root=data_root, tta="ten-crop", precision="fp32", batch_size=7, write=False)
     assert report["test_top1"] == again["top1"] and report["test_loss"] == pytest.approx(again["loss"], rel=1e-5)
     # losses are means over images, the 100 test and 120 validation images being no whole number of batches of 32

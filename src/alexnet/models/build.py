@@ -48,6 +48,14 @@ def build(arch: p.Architecture) -> ConvNet:
     return model
 
 
+def set_norm_eps(model: nn.Module, eps: float) -> None:
+    """Every BatchNorm layer's epsilon, added to the variance: a training setting (``bn_eps``) that the model
+    card carries (``ModelCard.norm_eps``), since it changes what the layers compute."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eps = eps
+
+
 def has_values(model: nn.Module) -> bool:
     """False for a model built on the meta device (shapes only), which initialisers must leave alone:
     random fills on meta tensors go through torch's reference kernels and import the compiler (~1 s)."""

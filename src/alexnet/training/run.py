@@ -190,6 +190,7 @@ def prepare(
     card = ModelCard(
         model=config.model, model_kwargs=kwargs, classes=tuple(dataset.train.classes), preprocess=inputs,
         data=DataSpec(config.data, config.root, config.train_fraction, config.val_fraction, config.data_seed),
+        norm_eps=config.bn_eps,
     )  # fmt: skip
 
     # The processes Lightning starts inherit the environment: they all use rank 0's directory.

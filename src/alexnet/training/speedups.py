@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from alexnet.models.build import set_norm_eps
+
 
 def first_conv(model: nn.Module) -> nn.Conv2d:
     """The convolution that sees the images, as the model's plan declares it (``ConvNet.first_conv_name``)."""
@@ -81,9 +83,10 @@ def whiten_first_conv(model: nn.Module, images: torch.Tensor, *, eps: float = 5e
 def configure_norms(model: nn.Module, *, momentum: float, eps: float, train_scale: bool) -> None:
     """BatchNorm settings for every BatchNorm layer: running-statistics ``momentum`` (torch convention),
     ``eps``, and whether the scale trains (``False`` keeps it at its value, 1 from a fresh start)."""
+    set_norm_eps(model, eps)
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.momentum, m.eps = momentum, eps
+            m.momentum = momentum
             if m.weight is not None:
                 m.weight.requires_grad_(train_scale)
 
